@@ -1,0 +1,205 @@
+"""Connection pools and connections: DNS-cached connect, socket options, idle expiry.
+
+The official client builds a urllib3 ``PoolManager`` (or ``ProxyManager``) from its
+``Configuration``. resilient_kube keeps that manager, so TLS and proxy settings are applied exactly
+as ``kubernetes`` applies them, and swaps in the pool classes below. They add three things:
+
+* connect through the DNS cache and the multi-address dialer (``_dialer.create_connection``);
+* close a pooled connection that idled past ``pool_idle_timeout`` before reusing it, so that a
+  load balancer's silent idle cut-off never eats a request;
+* close a pooled connection whose address has left the DNS answer, so traffic follows DNS.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+import urllib3.connection
+import urllib3.exceptions as u3
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from ._dialer import create_connection
+from ._dns import DnsCache
+from ._settings import Settings
+from ._stats import Counters
+
+__all__ = ["PoolContext", "install_pools", "socket_options"]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolContext:
+    """What every pool and connection of one client shares."""
+
+    settings: Settings
+    counters: Counters
+    dns: DnsCache | None
+    clock: Callable[[], float] = time.monotonic
+
+
+def socket_options(settings: Settings) -> list[tuple[int, int, int]]:
+    """urllib3's defaults (TCP_NODELAY) plus keepalive and TCP_USER_TIMEOUT.
+
+    A dead peer is then noticed in ``keepalive_idle + keepalive_interval * keepalive_count``
+    seconds when idle, and in ``tcp_user_timeout`` when data is unacknowledged, instead of the
+    kernel's 2 hours and ~15 minutes. Options the platform lacks are left out.
+    """
+    options: list[tuple[int, int, int]] = list(
+        urllib3.connection.HTTPConnection.default_socket_options
+    )
+    if settings.keepalive_idle is not None:
+        options.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
+        for name, value in (
+            ("TCP_KEEPIDLE", settings.keepalive_idle),
+            ("TCP_KEEPINTVL", settings.keepalive_interval),
+            ("TCP_KEEPCNT", settings.keepalive_count),
+        ):
+            if hasattr(socket, name):
+                options.append((socket.IPPROTO_TCP, getattr(socket, name), max(1, round(value))))
+    if settings.tcp_user_timeout is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+        milliseconds = max(1, round(settings.tcp_user_timeout * 1000))
+        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds))
+    return options
+
+
+class _ConnectionMixin:
+    """Open the socket through the DNS cache and remember the address it reached."""
+
+    rk_context: PoolContext
+    rk_address: str | None = None
+    rk_released_at: float = 0.0
+
+    # Attributes of urllib3's HTTPConnection that this mixin reads.
+    _dns_host: str
+    host: str
+    port: int
+    timeout: float | None
+    source_address: tuple[str, int] | None
+    socket_options: Any
+
+    def _new_conn(self) -> socket.socket:
+        # The same exception mapping as urllib3's own HTTPConnection._new_conn.
+        context = self.rk_context
+        try:
+            sock = create_connection(
+                context.dns,
+                self._dns_host,
+                self.port,
+                timeout=self.timeout,
+                source_address=self.source_address,
+                socket_options=self.socket_options,
+            )
+        except socket.gaierror as exc:
+            raise u3.NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        except TimeoutError as exc:
+            raise u3.ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+            ) from exc
+        except OSError as exc:
+            raise u3.NewConnectionError(
+                self,  # type: ignore[arg-type]
+                f"Failed to establish a new connection: {exc}",
+            ) from exc
+        peer = sock.getpeername()
+        self.rk_address = str(peer[0])
+        context.counters.add("connections_opened")
+        return sock
+
+
+class ResilientHTTPConnection(_ConnectionMixin, urllib3.connection.HTTPConnection):
+    """A plain HTTP connection that connects through the DNS cache."""
+
+
+class ResilientHTTPSConnection(_ConnectionMixin, urllib3.connection.HTTPSConnection):
+    """A TLS connection: connects to the resolved address, verifies and sends SNI for the name."""
+
+
+class _PoolMixin:
+    """Stamp connections on release; expire or retire stale ones at checkout."""
+
+    rk_context: PoolContext
+    host: str
+
+    def _rk_checkout(self, conn: Any) -> Any:
+        context = self.rk_context
+        conn.rk_context = context
+        if conn.sock is None:  # new, or dropped and reset by urllib3: it will connect afresh
+            return conn
+        idle_timeout = context.settings.pool_idle_timeout
+        if idle_timeout is not None and context.clock() - conn.rk_released_at > idle_timeout:
+            conn.close()
+            context.counters.add("connections_expired")
+        elif (
+            context.dns is not None
+            and conn.rk_address is not None
+            and not context.dns.is_current(conn._dns_host, conn.rk_address)
+        ):
+            conn.close()
+            context.counters.add("connections_retired")
+        else:
+            context.counters.add("connections_reused")
+        return conn
+
+    def _rk_release(self, conn: Any) -> None:
+        if conn is not None:
+            conn.rk_released_at = self.rk_context.clock()
+
+
+class ResilientHTTPConnectionPool(_PoolMixin, HTTPConnectionPool):
+    ConnectionCls = ResilientHTTPConnection
+
+    def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rk_context = rk_context
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return self._rk_checkout(super()._get_conn(timeout))
+
+    def _put_conn(self, conn: Any) -> None:
+        self._rk_release(conn)
+        super()._put_conn(conn)
+
+
+class ResilientHTTPSConnectionPool(_PoolMixin, HTTPSConnectionPool):
+    ConnectionCls = ResilientHTTPSConnection
+
+    def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rk_context = rk_context
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return self._rk_checkout(super()._get_conn(timeout))
+
+    def _put_conn(self, conn: Any) -> None:
+        self._rk_release(conn)
+        super()._put_conn(conn)
+
+
+def install_pools(
+    manager: urllib3.PoolManager, context: PoolContext, *, keep_socket_options: bool
+) -> None:
+    """Retune a pool manager built by ``kubernetes`` and give it resilient_kube's pool classes.
+
+    ``keep_socket_options``: the user set ``Configuration.socket_options``; theirs win.
+
+    SOCKS proxies keep urllib3's SOCKS pools: the proxy resolves names there, so the DNS cache
+    has nothing to do, but the socket options, pool size and timeouts still apply.
+    """
+    settings = context.settings
+    pool_kw = manager.connection_pool_kw
+    pool_kw["maxsize"] = settings.pool_maxsize
+    pool_kw["block"] = False
+    pool_kw["retries"] = False  # exactly one retry layer: ours
+    if not keep_socket_options:
+        pool_kw["socket_options"] = socket_options(settings)
+    if manager.pool_classes_by_scheme.get("http") is not HTTPConnectionPool:
+        return  # SOCKSProxyManager: keep its SOCKS pool classes
+    manager.pool_classes_by_scheme = {
+        "http": functools.partial(ResilientHTTPConnectionPool, rk_context=context),
+        "https": functools.partial(ResilientHTTPSConnectionPool, rk_context=context),
+    }

@@ -1,0 +1,87 @@
+"""Counters every part of the request path reports into, and the ``stats()`` snapshot."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from ._dns import DnsStats
+    from ._limiter import LimiterStats
+
+__all__ = ["Counters", "RetryStats", "Stats", "TransportStats"]
+
+
+class TransportStats(NamedTuple):
+    """Calls, wire attempts and what the connection pool did."""
+
+    #: Calls made through the transport (one per API method call).
+    requests: int
+    #: Requests put on the wire, retries included.
+    attempts: int
+    #: Calls that ended in an error raised by resilient_kube (not HTTP errors).
+    failures: int
+    connections_opened: int
+    connections_reused: int
+    #: Pooled connections closed before reuse because they idled past ``pool_idle_timeout``.
+    connections_expired: int
+    #: Pooled connections closed because their address left the DNS answer.
+    connections_retired: int
+
+
+class RetryStats(NamedTuple):
+    """What the retry layer did."""
+
+    retries: int
+    #: Retries by reason: ``status_503``, ``connect_timeout``, ``read_timeout``, ``reset``, ...
+    retries_by_reason: dict[str, int]
+    #: Retries refused by the retry budget.
+    budget_refusals: int
+    #: Seconds spent waiting between attempts (backoff and Retry-After).
+    backoff_seconds: float
+
+
+class Stats(NamedTuple):
+    """A snapshot of one client's counters (see ``ApiClient.stats()``)."""
+
+    transport: TransportStats
+    retry: RetryStats
+    #: None when the limiter is off (``qps=None``).
+    limiter: LimiterStats | None
+    #: None when the DNS cache is off (``dns_cache=False``).
+    dns: DnsStats | None
+
+
+class Counters:
+    """Thread-safe counters for the transport and the retry layer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._retry_reasons: Counter[str] = Counter()
+        self._backoff_seconds = 0.0
+
+    def add(self, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to the counter ``name`` (a ``TransportStats`` field or ``budget_refusals``)."""
+        with self._lock:
+            self._counts[name] += amount
+
+    def retried(self, reason: str, wait: float) -> None:
+        """Record one retry for ``reason`` after waiting ``wait`` seconds."""
+        with self._lock:
+            self._retry_reasons[reason] += 1
+            self._backoff_seconds += wait
+
+    def transport(self) -> TransportStats:
+        with self._lock:
+            return TransportStats(*(self._counts[name] for name in TransportStats._fields))
+
+    def retry(self) -> RetryStats:
+        with self._lock:
+            return RetryStats(
+                retries=sum(self._retry_reasons.values()),
+                retries_by_reason=dict(self._retry_reasons),
+                budget_refusals=self._counts["budget_refusals"],
+                backoff_seconds=self._backoff_seconds,
+            )

@@ -1,0 +1,422 @@
+"""The transport: the object behind ``api_client.rest_client.pool_manager`` that owns every attempt.
+
+``kubernetes`` calls ``pool_manager.request(method, url, ...)`` once per API call. urllib3's
+``RequestMethods.request`` encodes the body and calls ``urlopen``, which runs the attempt loop::
+
+    deadline --> limiter wait --> attempt (urllib3, retries off) --> classify --> wait or return
+                 ^                                                           |
+                 +------------------ tenacity: stop on attempts | deadline | budget
+
+Streams (``watch=true``, ``follow=true``) skip the limiter and the deadline, and get a read timeout
+of the server's ``timeoutSeconds`` plus a margin instead of ``read_timeout``. Other calls have their
+body read inside the attempt, so a truncated body is retried like any other read failure.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+from urllib.parse import parse_qs, urlsplit
+
+import tenacity
+import urllib3
+import urllib3.exceptions as u3
+from urllib3._request_methods import RequestMethods
+from urllib3.response import BaseHTTPResponse
+
+from . import errors
+from ._limiter import TokenBucket
+from ._retry import IDEMPOTENT_METHODS, Failure, RetryBudget, classify_error, classify_status
+from ._retry import retry_after as server_retry_after
+from ._settings import Settings
+from ._stats import Counters
+
+__all__ = ["WATCH_READ_MARGIN", "Transport"]
+
+log = logging.getLogger(__name__)
+
+#: Added to a watch's ``timeoutSeconds`` to get its read timeout: the server closes the stream at
+#: ``timeoutSeconds``; the margin covers a slow close and the last bookmark.
+WATCH_READ_MARGIN = 30.0
+
+#: Body chunks are read with at most this many bytes per ``recv``; the deadline is checked between.
+_CHUNK = 256 * 1024
+
+#: urllib3 retries off, built once: urllib3 would otherwise convert ``False`` on every attempt.
+_NO_RETRIES = urllib3.Retry(total=False)
+
+_FLOW_SCHEMA = "X-Kubernetes-PF-FlowSchema-UID"
+_PRIORITY_LEVEL = "X-Kubernetes-PF-PriorityLevel-UID"
+
+
+class _AttemptFailed(Exception):
+    """One attempt failed: carries the classification and the urllib3 cause."""
+
+    def __init__(self, failure: Failure, cause: BaseException) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class _Call:
+    """Per-call state of the attempt loop (the transport itself is shared and stateless)."""
+
+    method: str
+    url: str
+    kwargs: dict[str, Any]
+    streaming: bool
+    replayable: bool
+    connect: float | None
+    read: float | None
+    deadline_at: float | None
+    clock: Callable[[], float]
+    attempts: int = 0
+    last_failure: Failure | None = None
+    last_response: BaseHTTPResponse | None = None
+    stop_reason: str = "attempts"
+    retry_after: float | None = field(default=None)
+
+    def remaining(self) -> float | None:
+        return None if self.deadline_at is None else self.deadline_at - self.clock()
+
+    def may_repeat(self, failure: Failure) -> bool:
+        """Whether a failed attempt may be sent again, judged by phase and verb."""
+        if not failure.retryable:
+            return False
+        if not failure.sent:
+            return True
+        return self.replayable and self.method in IDEMPOTENT_METHODS
+
+    def path(self) -> str:
+        return urlsplit(self.url).path
+
+
+def _query_flag(query: dict[str, list[str]], name: str) -> bool:
+    return query.get(name, [""])[-1].lower() in ("true", "1")
+
+
+class Transport(RequestMethods):
+    """A urllib3 request object that wraps the pool manager ``kubernetes`` built.
+
+    Args:
+        manager: the ``PoolManager``/``ProxyManager`` to send attempts through (already retuned
+            by ``_connection.install_pools``).
+        settings: the client's settings.
+        counters: where the transport and retry counters go.
+        limiter: the client's token bucket, or None.
+        budget: the client's retry budget.
+        clock: monotonic seconds; sleep: how to wait (both injectable for tests).
+    """
+
+    def __init__(
+        self,
+        manager: urllib3.PoolManager,
+        settings: Settings,
+        counters: Counters,
+        *,
+        limiter: TokenBucket | None,
+        budget: RetryBudget,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(headers=manager.headers)
+        self.manager = manager
+        self.settings = settings
+        self.counters = counters
+        self.limiter = limiter
+        self.budget = budget
+        self._clock = clock
+        self._retrying = tenacity.Retrying(
+            stop=self._stop,
+            wait=self._wait,
+            retry=self._should_retry,
+            sleep=sleep,
+            before_sleep=self._before_sleep,
+            retry_error_callback=self._give_up,
+        )
+        self._jitter = tenacity.wait_random_exponential(
+            multiplier=settings.backoff_base, max=settings.backoff_max
+        )
+
+    # --- what kubernetes and urllib3 call ------------------------------------------------------
+
+    def urlopen(  # type: ignore[override]
+        self, method: str, url: str, redirect: bool = True, **kw: Any
+    ) -> BaseHTTPResponse:
+        """Send one API call: every attempt, wait and retry happens in here."""
+        call = self._new_call(method.upper(), url, kw)
+        self.counters.add("requests")
+        self.budget.deposit()
+        try:
+            response: BaseHTTPResponse = self._retrying(self._attempt, call)
+        except _AttemptFailed as exc:
+            self._raise_final(call, exc.failure, exc.cause)
+        except errors.RateLimitTimeout as exc:
+            self.counters.add("failures")
+            raise errors.RateLimitTimeout(
+                str(exc), wait=exc.wait, method=call.method, url=call.url, attempts=call.attempts
+            ) from None
+        return response
+
+    def clear(self) -> None:
+        """Close every pooled connection (``RESTClientObject.close`` calls this)."""
+        self.manager.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        # Code that reaches into the stock PoolManager (connection_pool_kw, pools, proxy, ...)
+        # keeps finding it.
+        if name == "manager":  # Defensive: not yet set (during unpickling or a failed __init__)
+            raise AttributeError(name)
+        return getattr(self.manager, name)
+
+    # --- one call -------------------------------------------------------------------------
+
+    def _new_call(self, method: str, url: str, kw: dict[str, Any]) -> _Call:
+        settings = self.settings
+        query = parse_qs(urlsplit(url).query)
+        streaming = _query_flag(query, "watch") or _query_flag(query, "follow")
+        connect, read = settings.connect_timeout, settings.read_timeout
+        deadline = settings.deadline
+        timeout = kw.pop("timeout", None)
+        kw.pop("retries", None)  # client_go_retries' own urllib3 retries: never a second layer
+        if isinstance(timeout, urllib3.Timeout):
+            if timeout.total is not None:
+                # _request_timeout=N: the whole call, retries included, within N (never longer
+                # than the deadline).
+                deadline = timeout.total if deadline is None else min(deadline, timeout.total)
+            else:
+                connect, read = timeout.connect_timeout, timeout.read_timeout
+        elif isinstance(timeout, (int, float)):
+            deadline = float(timeout) if deadline is None else min(deadline, float(timeout))
+        if streaming:
+            deadline = None
+            if timeout is None:
+                seconds = query.get("timeoutSeconds", [""])[-1]
+                read = float(seconds) + WATCH_READ_MARGIN if seconds.isdigit() else None
+        body = kw.get("body")
+        return _Call(
+            method=method,
+            url=url,
+            kwargs=kw,
+            streaming=streaming,
+            replayable=body is None or isinstance(body, (bytes, str)),
+            connect=connect,
+            read=read,
+            deadline_at=None if deadline is None else self._clock() + deadline,
+            clock=self._clock,
+        )
+
+    def _attempt(self, call: _Call) -> BaseHTTPResponse:
+        remaining = call.remaining()
+        if remaining is not None and remaining <= 0:
+            raise _AttemptFailed(Failure("deadline", sent=False, retryable=False), TimeoutError())
+        if self.limiter is not None and not call.streaming:
+            self.limiter.acquire(timeout=remaining)
+            remaining = call.remaining()
+        connect, read = call.connect, call.read
+        if remaining is not None:
+            remaining = max(remaining, 0.001)
+            connect = remaining if connect is None else min(connect, remaining)
+            read = remaining if read is None else min(read, remaining)
+        call.attempts += 1
+        self.counters.add("attempts")
+        try:
+            response = self.manager.urlopen(
+                call.method,
+                call.url,
+                redirect=False,
+                retries=_NO_RETRIES,
+                timeout=urllib3.Timeout(connect=connect, read=read),
+                **{**call.kwargs, "preload_content": False},
+            )
+            buffered = self._finish(call, response)
+        except (u3.HTTPError, OSError) as exc:
+            raise _AttemptFailed(classify_error(exc), exc) from exc
+        call.last_response = buffered
+        return buffered
+
+    def _finish(self, call: _Call, response: BaseHTTPResponse) -> BaseHTTPResponse:
+        """Read the body within the deadline (not for a healthy stream) and note server signals."""
+        headers = response.headers
+        if self.limiter is not None:
+            flow = headers.get(_FLOW_SCHEMA)
+            level = headers.get(_PRIORITY_LEVEL)
+            if flow or level:
+                self.limiter.record_flow_control(flow, level)
+            if response.status == 429:
+                self.limiter.on_throttled()
+            else:
+                self.limiter.on_success()
+        if call.streaming and response.status < 300 and not call.kwargs.get("preload_content", True):
+            return response
+        body = self._read_body(call, response)
+        return urllib3.HTTPResponse(
+            body=io.BytesIO(body),
+            headers=headers,
+            status=response.status,
+            reason=response.reason,
+            version=response.version,
+            preload_content=bool(call.kwargs.get("preload_content", True)),
+            decode_content=bool(call.kwargs.get("decode_content", True)),
+            request_method=call.method,
+            request_url=call.url,
+        )
+
+    def _read_body(self, call: _Call, response: BaseHTTPResponse) -> bytes:
+        chunks: list[bytes] = []
+        try:
+            while True:
+                remaining = call.remaining()
+                if remaining is not None:
+                    if remaining <= 0:
+                        raise u3.ReadTimeoutError(None, call.url, "deadline reached")  # type: ignore[arg-type]
+                    sock = getattr(response.connection, "sock", None)
+                    if sock is not None:
+                        read = call.read
+                        sock.settimeout(remaining if read is None else min(read, remaining))
+                chunk = response.read1(_CHUNK, decode_content=False)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            response.release_conn()
+        return b"".join(chunks)
+
+    # --- tenacity strategies (read the per-call state from the call's args) ---------------------
+
+    def _should_retry(self, state: tenacity.RetryCallState) -> bool:
+        call: _Call = state.args[0]
+        outcome = state.outcome
+        assert outcome is not None  # noqa: S101  # Defensive: tenacity sets it before asking
+        if outcome.failed:
+            exc = outcome.exception()
+            if not isinstance(exc, _AttemptFailed):
+                return False
+            call.last_failure, call.retry_after = exc.failure, None
+            return call.may_repeat(exc.failure)
+        response: BaseHTTPResponse = outcome.result()
+        delay = None
+        if response.status in (429, 503):
+            delay = server_retry_after(response.headers, response.data)
+        failure = classify_status(response.status, has_retry_after=delay is not None)
+        if failure is None:
+            return False
+        call.last_failure, call.retry_after = failure, delay
+        return call.may_repeat(failure)
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        call: _Call = state.args[0]
+        if call.retry_after is not None:
+            return call.retry_after
+        return float(self._jitter(state))
+
+    def _stop(self, state: tenacity.RetryCallState) -> bool:
+        call: _Call = state.args[0]
+        wait = state.upcoming_sleep
+        if state.attempt_number >= self.settings.max_attempts:
+            call.stop_reason = "attempts"
+            return True
+        if call.retry_after is not None and call.retry_after > self.settings.retry_after_max:
+            call.stop_reason = "retry_after"
+            return True
+        remaining = call.remaining()
+        if remaining is not None and wait >= remaining:
+            call.stop_reason = "deadline"
+            return True
+        if not self.budget.try_withdraw():
+            call.stop_reason = "budget"
+            self.counters.add("budget_refusals")
+            return True
+        return False
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        call: _Call = state.args[0]
+        failure = call.last_failure
+        reason = failure.reason if failure is not None else "unknown"
+        wait = state.upcoming_sleep
+        self.counters.retried(reason, wait)
+        log.debug(
+            "retrying %s %s: attempt=%d phase=%s reason=%s wait=%.3fs",
+            call.method,
+            call.path(),
+            state.attempt_number,
+            "before-send" if failure is not None and not failure.sent else "after-send",
+            reason,
+            wait,
+        )
+
+    def _give_up(self, state: tenacity.RetryCallState) -> BaseHTTPResponse:
+        """After the last attempt: hand back the last response, or raise the typed error."""
+        call: _Call = state.args[0]
+        outcome = state.outcome
+        assert outcome is not None  # noqa: S101  # Defensive: tenacity sets it before asking
+        if not outcome.failed:
+            response: BaseHTTPResponse = outcome.result()
+            log.warning(
+                "%s %s failed after %d attempt(s): HTTP %d (stopped: %s)",
+                call.method,
+                call.path(),
+                call.attempts,
+                response.status,
+                call.stop_reason,
+            )
+            return response
+        exc = outcome.exception()
+        assert isinstance(exc, _AttemptFailed)  # noqa: S101  # only these are retried
+        self._raise_final(call, exc.failure, exc.cause)
+
+    def _raise_final(self, call: _Call, failure: Failure, cause: BaseException) -> NoReturn:
+        self.counters.add("failures")
+        kind, what = _ERRORS.get(failure.reason, (errors.TransportError, "transport error"))
+        remaining = call.remaining()
+        if failure.reason == "deadline" or (
+            remaining is not None and remaining <= 0 and failure.reason in _TIMEOUTS
+        ):
+            kind, what = errors.DeadlineExceeded, "deadline exceeded"
+        elif call.stop_reason == "budget" and failure.retryable:
+            kind, what = errors.RetryBudgetExhausted, f"retry budget exhausted after {what}"
+        message = (
+            f"{call.method} {call.path()} failed after {call.attempts} attempt(s): {what}"
+            f" ({_describe(cause)})"
+        )
+        log.warning("%s", message)
+        extra: dict[str, Any] = {}
+        if kind is errors.NameResolutionError:
+            extra["host"] = urlsplit(call.url).hostname or ""
+        raise kind(
+            message,
+            method=call.method,
+            url=call.url,
+            attempts=call.attempts,
+            last_error=cause,
+            **extra,
+        ) from cause
+
+
+_TIMEOUTS = frozenset({"connect_timeout", "read_timeout", "deadline"})
+
+_ERRORS: dict[str, tuple[type[errors.TransportError], str]] = {
+    "dns": (errors.NameResolutionError, "name resolution failed"),
+    "connect_error": (errors.ConnectError, "connection failed"),
+    "proxy": (errors.ConnectError, "proxy connection failed"),
+    "connect_timeout": (errors.ConnectTimeout, "connect timeout"),
+    "tls": (errors.TLSError, "TLS handshake failed"),
+    "read_timeout": (errors.ReadTimeout, "read timeout"),
+    "reset": (errors.ConnectionReset, "connection reset"),
+    "disconnected": (errors.ConnectionReset, "connection closed without a response"),
+    "truncated": (errors.ConnectionReset, "response body cut short"),
+}
+
+
+def _describe(cause: BaseException) -> str:
+    """The innermost useful message of a urllib3 error, without the pool's repr."""
+    reason = getattr(cause, "reason", None)
+    if isinstance(reason, BaseException):
+        cause = reason
+    text = str(cause) or type(cause).__name__
+    return f"{type(cause).__name__}: {text}"

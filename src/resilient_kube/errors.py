@@ -1,0 +1,189 @@
+"""The exceptions resilient_kube raises.
+
+HTTP errors keep the official client's types: after the last attempt a 4xx or 5xx response is handed
+back to ``kubernetes`` unchanged, so it still raises ``kubernetes.client.ApiException`` (or a subclass
+such as ``NotFoundException``) with ``status``, ``reason``, ``body`` and ``headers``.
+
+Everything else is one tree::
+
+    ResilientKubeError
+    ├── ConfigError(ResilientKubeError, ValueError)            a tuning argument is out of range
+    └── TransportError(ResilientKubeError, urllib3 MaxRetryError)
+        ├── TimeoutException(urllib3 TimeoutError, TransportError)
+        │   ├── ConnectTimeout(.., urllib3 ConnectTimeoutError)  no TCP connection in connect_timeout
+        │   ├── ReadTimeout(.., urllib3 ReadTimeoutError)        no byte from the server in read_timeout
+        │   ├── DeadlineExceeded                                  the whole call ran out of its deadline
+        │   └── RateLimitTimeout(.wait)                           the limiter's wait would not fit
+        ├── NameResolutionError(.., urllib3 NameResolutionError)  DNS failed for .host
+        ├── ConnectError(.., urllib3 NewConnectionError)          refused, unreachable
+        ├── ConnectionReset(.., urllib3 ProtocolError)            reset, closed or truncated mid-call
+        ├── TLSError(.., urllib3 SSLError)                        handshake or certificate failure
+        └── RetryBudgetExhausted                                  retries were refused to protect the server
+
+Every ``TransportError`` carries ``attempts`` (wire attempts made), ``last_error`` (the last underlying
+exception, also ``reason`` as on urllib3's ``MaxRetryError``), ``method`` and ``url``.
+
+Code written for the stock client keeps working because each class also derives from the urllib3
+error the stock client raises in the same situation:
+
+=====================================  ==============================================================
+stock client (urllib3 retries)         resilient_kube
+=====================================  ==============================================================
+``MaxRetryError``                      every ``TransportError``
+``ConnectTimeoutError``                ``ConnectTimeout``
+``ReadTimeoutError``                   ``ReadTimeout``
+``NewConnectionError``                 ``ConnectError``
+``NameResolutionError``                ``NameResolutionError``
+``ProtocolError``                      ``ConnectionReset``
+``SSLError`` (``ApiException`` 0)      ``TLSError``; ``kubernetes`` turns it into ``ApiException(status=0)``
+=====================================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import urllib3.exceptions as u3
+
+__all__ = [
+    "ConfigError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionReset",
+    "DeadlineExceeded",
+    "NameResolutionError",
+    "RateLimitTimeout",
+    "ReadTimeout",
+    "ResilientKubeError",
+    "RetryBudgetExhausted",
+    "TLSError",
+    "TimeoutException",
+    "TransportError",
+]
+
+
+class ResilientKubeError(Exception):
+    """The root of every error resilient_kube raises itself."""
+
+
+class ConfigError(ResilientKubeError, ValueError):
+    """A tuning argument has a bad type or value; the message names both."""
+
+
+class TransportError(ResilientKubeError, u3.MaxRetryError):
+    """A call failed without an HTTP response worth returning.
+
+    Args:
+        message: what happened, naming the phase (DNS, connect, TLS, read).
+        method: the HTTP verb of the call.
+        url: the URL of the call (no credentials are ever part of it).
+        attempts: wire attempts made before giving up.
+        last_error: the last underlying exception, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        attempts: int = 0,
+        last_error: BaseException | None = None,
+    ) -> None:
+        # Not MaxRetryError.__init__: it formats its own message from a pool we do not have.
+        Exception.__init__(self, message)
+        self.message = message
+        self.method = method
+        self.url = url
+        self.attempts = attempts
+        self.last_error = last_error
+        # The attributes urllib3's parents expose, so handlers written for them keep working.
+        self.reason: Exception | None = last_error if isinstance(last_error, Exception) else None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructor: pickle through a helper so errors cross process boundaries.
+        return (
+            _rebuild,
+            (type(self), self.message, self.method, self.url, self.attempts, self.last_error),
+        )
+
+
+def _rebuild(
+    cls: type[TransportError],
+    message: str,
+    method: str,
+    url: str,
+    attempts: int,
+    last_error: BaseException | None,
+) -> TransportError:
+    return cls(message, method=method, url=url, attempts=attempts, last_error=last_error)
+
+
+class TimeoutException(u3.TimeoutError, TransportError):
+    """A time limit ran out: connect, read, the whole-call deadline or the limiter's wait."""
+
+
+class ConnectTimeout(TimeoutException, u3.ConnectTimeoutError):
+    """No TCP connection (or TLS handshake) within ``connect_timeout``."""
+
+
+class ReadTimeout(TimeoutException, u3.ReadTimeoutError):
+    """The server sent nothing for ``read_timeout`` seconds."""
+
+
+class DeadlineExceeded(TimeoutException):
+    """The call's whole-call ``deadline`` ran out before an attempt could succeed."""
+
+
+class RateLimitTimeout(TimeoutException):
+    """The client-side limiter would have made the call wait longer than its remaining deadline.
+
+    ``wait`` is the wait in seconds the limiter would have needed.
+    """
+
+    def __init__(self, message: str, *, wait: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.wait = wait
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_rate_limit, (self.message, self.wait, self.method, self.url))
+
+
+def _rebuild_rate_limit(message: str, wait: float, method: str, url: str) -> RateLimitTimeout:
+    return RateLimitTimeout(message, wait=wait, method=method, url=url)
+
+
+class NameResolutionError(TransportError, u3.NameResolutionError):
+    """The API server's host name did not resolve; ``host`` names it."""
+
+    def __init__(self, message: str, *, host: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.host = host
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_name_error, (self.message, self.host, self.method, self.url, self.attempts))
+
+
+def _rebuild_name_error(
+    message: str, host: str, method: str, url: str, attempts: int
+) -> NameResolutionError:
+    return NameResolutionError(message, host=host, method=method, url=url, attempts=attempts)
+
+
+class ConnectError(TransportError, u3.NewConnectionError):
+    """The TCP connection was refused or the address was unreachable."""
+
+
+class ConnectionReset(TransportError, u3.ProtocolError):
+    """The connection was reset, closed or cut short after the request was sent."""
+
+
+class TLSError(TransportError, u3.SSLError):
+    """The TLS handshake failed, for example because the certificate did not verify."""
+
+
+class RetryBudgetExhausted(TransportError):
+    """A retry was refused because retries already make up their allowed share of the traffic."""
