@@ -159,8 +159,11 @@ def _load_configuration(
     if use_cluster:
         kubernetes.config.load_incluster_config(client_configuration=loaded)
     else:
+        # kubernetes reads KUBECONFIG once, at import; read it now so a later change counts.
+        # The value may list several files; kubernetes merges them.
+        config_file = os.environ.get("KUBECONFIG") if kubeconfig is None else os.fspath(kubeconfig)
         kubernetes.config.load_kube_config(
-            config_file=None if kubeconfig is None else os.fspath(kubeconfig),
+            config_file=config_file or None,
             context=context,
             client_configuration=loaded,
         )

@@ -112,7 +112,8 @@ def parse_retry_after(value: str, *, now: Callable[[], float] = time.time) -> fl
         2.0
     """
     text = value.strip()
-    if text.isdigit():
+    # isdigit() alone accepts '²' and other Unicode digits; RFC 9110 means ASCII 0-9.
+    if text.isascii() and text.isdigit():
         return float(text)
     try:
         when = parsedate_to_datetime(text)

@@ -178,7 +178,8 @@ class Transport(RequestMethods):
 
     def _new_call(self, method: str, url: str, kw: dict[str, Any]) -> _Call:
         settings = self.settings
-        query = parse_qs(urlsplit(url).query)
+        # Cheap test first: most calls have neither word in the URL.
+        query = parse_qs(urlsplit(url).query) if ("watch" in url or "follow" in url) else {}
         streaming = _query_flag(query, "watch") or _query_flag(query, "follow")
         connect, read = settings.connect_timeout, settings.read_timeout
         deadline = settings.deadline
@@ -197,7 +198,11 @@ class Transport(RequestMethods):
             deadline = None
             if timeout is None:
                 seconds = query.get("timeoutSeconds", [""])[-1]
-                read = float(seconds) + WATCH_READ_MARGIN if seconds.isdigit() else None
+                read = (
+                    float(seconds) + WATCH_READ_MARGIN
+                    if seconds.isascii() and seconds.isdigit()
+                    else None
+                )
         body = kw.get("body")
         return _Call(
             method=method,
@@ -283,6 +288,8 @@ class Transport(RequestMethods):
                 if not chunk:
                     break
                 chunks.append(chunk)
+                if response.length_remaining == 0:  # Content-Length reached: no EOF read needed
+                    break
         finally:
             response.release_conn()
         return b"".join(chunks)

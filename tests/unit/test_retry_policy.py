@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import ssl
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+import tenacity
+import urllib3.exceptions as u3
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resilient_kube._retry import (
+    IDEMPOTENT_METHODS,
+    RetryBudget,
+    classify_error,
+    classify_status,
+    parse_retry_after,
+    retry_after,
+)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_idempotent_methods_exclude_post_and_patch() -> None:
+    assert {"GET", "HEAD", "PUT", "DELETE"} <= IDEMPOTENT_METHODS
+    assert not {"POST", "PATCH"} & IDEMPOTENT_METHODS
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "sent", "retryable"),
+    [
+        (u3.NameResolutionError("h", None, OSError("x")), "dns", False, True),  # type: ignore[arg-type]
+        (u3.NewConnectionError(None, "refused"), "connect_error", False, True),  # type: ignore[arg-type]
+        (u3.ConnectTimeoutError(None, "t"), "connect_timeout", False, True),
+        (u3.SSLError(ssl.SSLCertVerificationError("CERTIFICATE_VERIFY_FAILED")), "tls", False, False),
+        (u3.SSLError(ssl.SSLEOFError("EOF in handshake")), "tls", False, True),
+        (u3.ReadTimeoutError(None, "/x", "read timed out"), "read_timeout", True, True),  # type: ignore[arg-type]
+        (u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer")), "reset", True, True),
+        (u3.ProtocolError("Connection aborted.", ConnectionError("Remote end closed")), "disconnected", True, True),
+        (u3.ProtocolError("Connection broken: IncompleteRead(5 bytes read, 5 more expected)"), "truncated", True, True),
+        (ValueError("bug"), "ValueError", True, False),
+    ],
+)
+def test_errors_are_classified_by_phase(error: BaseException, reason: str, sent: bool, retryable: bool) -> None:
+    failure = classify_error(error)
+    assert (failure.reason, failure.sent, failure.retryable) == (reason, sent, retryable)
+
+
+@pytest.mark.parametrize(
+    ("status", "has_retry_after", "expected"),
+    [
+        (429, False, ("status_429", False)),
+        (429, True, ("status_429", False)),
+        (503, True, ("status_503", False)),
+        (503, False, ("status_503", True)),
+        (500, False, ("status_500", True)),
+        (502, False, ("status_502", True)),
+        (504, False, ("status_504", True)),
+    ],
+)
+def test_retryable_statuses(status: int, has_retry_after: bool, expected: tuple[str, bool]) -> None:
+    failure = classify_status(status, has_retry_after=has_retry_after)
+    assert failure is not None
+    assert (failure.reason, failure.sent) == expected
+
+
+@pytest.mark.parametrize("status", [200, 201, 400, 401, 403, 404, 409, 410, 422, 501])
+def test_final_statuses_are_never_retried(status: int) -> None:
+    assert classify_status(status, has_retry_after=True) is None
+
+
+@given(st.integers(min_value=0, max_value=10**9))
+def test_retry_after_seconds_form(seconds: int) -> None:
+    assert parse_retry_after(str(seconds)) == float(seconds)
+    assert parse_retry_after(f"  {seconds} ") == float(seconds)
+
+
+@given(st.integers(min_value=-86400, max_value=86400))
+def test_retry_after_http_date_form(offset: int) -> None:
+    now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+    header = format_datetime(now + timedelta(seconds=offset), usegmt=True)
+    assert parse_retry_after(header, now=now.timestamp) == max(0.0, float(offset))
+
+
+@given(st.text())
+def test_retry_after_never_raises_and_never_goes_negative(value: str) -> None:
+    parsed = parse_retry_after(value)
+    assert parsed is None or parsed >= 0
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "soon", "", "Wed, 99 Foo 2026"])
+def test_retry_after_rejects_malformed_values(value: str) -> None:
+    assert parse_retry_after(value) is None
+
+
+def test_retry_after_from_a_status_body() -> None:
+    body = b'{"kind":"Status","code":429,"details":{"retryAfterSeconds":3}}'
+    assert retry_after({}, body) == 3.0
+    assert retry_after({"Retry-After": "1"}, body) == 1.0  # the header wins
+    assert retry_after({}, b'{"details":{"retryAfterSeconds":true}}') is None
+    assert retry_after({}, b"not json") is None
+    assert retry_after({}, b"{broken") is None
+
+
+def _state(attempt: int) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return state
+
+
+@given(st.integers(min_value=1, max_value=60), st.floats(0.001, 1.0), st.floats(1.0, 60.0))
+def test_full_jitter_stays_within_its_bounds(attempt: int, base: float, cap: float) -> None:
+    # The transport's backoff: wait = uniform(0, min(cap, base * 2 ** (attempt - 1))).
+    wait = tenacity.wait_random_exponential(multiplier=base, max=cap)
+    value = wait(_state(attempt))
+    assert 0 <= value <= min(cap, base * 2 ** (attempt - 1)) + 1e-9
+
+
+def test_budget_allows_the_floor_then_a_share_of_calls() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.3, min_per_second=1.0, window=10.0, clock=clock)
+    # With no calls, only the floor (1/s over 10 s) is available.
+    assert sum(budget.try_withdraw() for _ in range(20)) == 10
+    for _ in range(100):
+        budget.deposit()
+    assert sum(budget.try_withdraw() for _ in range(100)) == 30
+
+
+def test_budget_window_slides() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.0, min_per_second=1.0, window=10.0, clock=clock)
+    assert sum(budget.try_withdraw() for _ in range(20)) == 10
+    clock.now += 5
+    assert not budget.try_withdraw()
+    clock.now += 5  # the first second's retries fall out of the window
+    assert budget.try_withdraw()
+
+
+@given(st.floats(0.0, 1.0), st.integers(0, 500))
+def test_budget_bounds_wire_load_under_total_outage(ratio: float, calls: int) -> None:
+    clock = FakeClock()
+    budget = RetryBudget(ratio=ratio, min_per_second=1.0, window=10.0, clock=clock)
+    retries = 0
+    for _ in range(calls):
+        budget.deposit()
+        # Every call fails on every attempt and would retry four times.
+        retries += sum(budget.try_withdraw() for _ in range(4))
+    assert retries <= ratio * calls + 10
