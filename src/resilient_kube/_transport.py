@@ -71,6 +71,8 @@ class _Call:
     kwargs: dict[str, Any]
     streaming: bool
     replayable: bool
+    #: ``retry_non_idempotent``: POST and PATCH may be re-sent after they may have arrived.
+    repeat_unsafe: bool
     connect: float | None
     read: float | None
     deadline_at: float | None
@@ -90,7 +92,7 @@ class _Call:
             return False
         if not failure.sent:
             return True
-        return self.replayable and self.method in IDEMPOTENT_METHODS
+        return self.replayable and (self.repeat_unsafe or self.method in IDEMPOTENT_METHODS)
 
     def path(self) -> str:
         return urlsplit(self.url).path
@@ -210,6 +212,7 @@ class Transport(RequestMethods):
             kwargs=kw,
             streaming=streaming,
             replayable=body is None or isinstance(body, (bytes, str)),
+            repeat_unsafe=settings.retry_non_idempotent,
             connect=connect,
             read=read,
             deadline_at=None if deadline is None else self._clock() + deadline,
