@@ -212,10 +212,11 @@ class ClientFactory:
     def api(self, api_class: type[_Api]) -> _Api:
         """The one instance of ``api_class`` (e.g. ``kubernetes.client.CoreV1Api``) on this client."""
         with self._lock:
-            api = self._apis.get(api_class)
+            api: _Api | None = self._apis.get(api_class)
             if api is None:
+                # Every generated API class takes the ApiClient as its one argument.
                 api = self._apis[api_class] = api_class(self.api_client)  # type: ignore[call-arg]
-            return api  # type: ignore[no-any-return]
+            return api
 
     def core_v1(self) -> kubernetes.client.CoreV1Api:
         return self.api(kubernetes.client.CoreV1Api)

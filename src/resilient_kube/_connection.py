@@ -199,7 +199,8 @@ def install_pools(
         pool_kw["socket_options"] = socket_options(settings)
     if manager.pool_classes_by_scheme.get("http") is not HTTPConnectionPool:
         return  # SOCKSProxyManager: keep its SOCKS pool classes
+    # PoolManager only calls these as pool_cls(host, port, **kw): a partial binds the context.
     manager.pool_classes_by_scheme = {
-        "http": functools.partial(ResilientHTTPConnectionPool, rk_context=context),
-        "https": functools.partial(ResilientHTTPSConnectionPool, rk_context=context),
+        "http": functools.partial(ResilientHTTPConnectionPool, rk_context=context),  # type: ignore[dict-item]
+        "https": functools.partial(ResilientHTTPSConnectionPool, rk_context=context),  # type: ignore[dict-item]
     }

@@ -15,7 +15,9 @@ from .errors import ConfigError
 __all__ = ["DEFAULT_SETTINGS", "Settings"]
 
 
-def _seconds(name: str, value: object, *, allow_none: bool, allow_zero: bool = False) -> float | None:
+def _seconds(
+    name: str, value: object, *, allow_none: bool, allow_zero: bool = False
+) -> float | None:
     """Return ``value`` as float seconds, or raise ConfigError naming ``name`` and the value."""
     if value is None:
         if allow_none:
@@ -65,7 +67,9 @@ def _nameservers(value: object) -> tuple[str, ...] | None:
         try:
             parse_nameserver(entry)
         except ValueError as exc:
-            raise ConfigError(f"dns_nameservers entry {entry!r} is not 'ip[:port]': {exc}") from None
+            raise ConfigError(
+                f"dns_nameservers entry {entry!r} is not 'ip[:port]': {exc}"
+            ) from None
     return tuple(value)
 
 
@@ -166,7 +170,9 @@ class Settings:
         for name in ("connect_timeout", "read_timeout", "deadline", "pool_idle_timeout"):
             fix(name, _seconds(name, getattr(self, name), allow_none=True))
         fix("keepalive_idle", _seconds("keepalive_idle", self.keepalive_idle, allow_none=True))
-        fix("tcp_user_timeout", _seconds("tcp_user_timeout", self.tcp_user_timeout, allow_none=True))
+        fix(
+            "tcp_user_timeout", _seconds("tcp_user_timeout", self.tcp_user_timeout, allow_none=True)
+        )
         for name in ("keepalive_interval", "backoff_max", "retry_budget_window", "dns_timeout"):
             fix(name, _seconds(name, getattr(self, name), allow_none=False))
         for name in (
@@ -215,13 +221,11 @@ class Settings:
             ConfigError: an unknown keyword, or a bad value (the message names both).
         """
         known = {field.name for field in dataclasses.fields(cls)}
-        for name in tuning:
+        for name, value in tuning.items():
             if name not in known:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"unknown tuning argument {name!r}={tuning[name]!r}{hint}"
-                ) from None
+                raise ConfigError(f"unknown tuning argument {name!r}={value!r}{hint}") from None
         return dataclasses.replace(base or DEFAULT_SETTINGS, **tuning)
 
     def replace(self, **changes: Any) -> Settings:
@@ -231,4 +235,3 @@ class Settings:
 
 #: The defaults, for comparison and for ``Settings.from_kwargs``.
 DEFAULT_SETTINGS = Settings()
-

@@ -98,6 +98,11 @@ class _Call:
         return urlsplit(self.url).path
 
 
+def _seconds(value: object) -> float | None:
+    """A urllib3 timeout value as seconds; its "default" sentinel and None mean no limit."""
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _query_flag(query: dict[str, list[str]], name: str) -> bool:
     return query.get(name, [""])[-1].lower() in ("true", "1")
 
@@ -188,12 +193,14 @@ class Transport(RequestMethods):
         timeout = kw.pop("timeout", None)
         kw.pop("retries", None)  # client_go_retries' own urllib3 retries: never a second layer
         if isinstance(timeout, urllib3.Timeout):
-            if timeout.total is not None:
+            total = _seconds(timeout.total)
+            if total is not None:
                 # _request_timeout=N: the whole call, retries included, within N (never longer
                 # than the deadline).
-                deadline = timeout.total if deadline is None else min(deadline, timeout.total)
+                deadline = total if deadline is None else min(deadline, total)
             else:
-                connect, read = timeout.connect_timeout, timeout.read_timeout
+                connect = _seconds(timeout.connect_timeout)
+                read = _seconds(timeout.read_timeout)
         elif isinstance(timeout, (int, float)):
             deadline = float(timeout) if deadline is None else min(deadline, float(timeout))
         if streaming:
@@ -260,7 +267,11 @@ class Transport(RequestMethods):
                 self.limiter.on_throttled()
             else:
                 self.limiter.on_success()
-        if call.streaming and response.status < 300 and not call.kwargs.get("preload_content", True):
+        if (
+            call.streaming
+            and response.status < 300
+            and not call.kwargs.get("preload_content", True)
+        ):
             return response
         body = self._read_body(call, response)
         return urllib3.HTTPResponse(
@@ -302,7 +313,7 @@ class Transport(RequestMethods):
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
         call: _Call = state.args[0]
         outcome = state.outcome
-        assert outcome is not None  # noqa: S101  # Defensive: tenacity sets it before asking
+        assert outcome is not None  # Defensive: tenacity sets it before asking
         if outcome.failed:
             exc = outcome.exception()
             if not isinstance(exc, _AttemptFailed):
@@ -364,7 +375,7 @@ class Transport(RequestMethods):
         """After the last attempt: hand back the last response, or raise the typed error."""
         call: _Call = state.args[0]
         outcome = state.outcome
-        assert outcome is not None  # noqa: S101  # Defensive: tenacity sets it before asking
+        assert outcome is not None  # Defensive: tenacity sets it before asking
         if not outcome.failed:
             response: BaseHTTPResponse = outcome.result()
             log.warning(
@@ -377,7 +388,7 @@ class Transport(RequestMethods):
             )
             return response
         exc = outcome.exception()
-        assert isinstance(exc, _AttemptFailed)  # noqa: S101  # only these are retried
+        assert isinstance(exc, _AttemptFailed)  # only these are retried
         self._raise_final(call, exc.failure, exc.cause)
 
     def _raise_final(self, call: _Call, failure: Failure, cause: BaseException) -> NoReturn:

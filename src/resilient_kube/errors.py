@@ -111,7 +111,7 @@ class TransportError(ResilientKubeError, u3.MaxRetryError):
         )
 
 
-def _rebuild(
+def _rebuild(  # noqa: PLR0917  # pickle passes the state positionally
     cls: type[TransportError],
     message: str,
     method: str,
@@ -156,7 +156,8 @@ def _rebuild_rate_limit(message: str, wait: float, method: str, url: str) -> Rat
     return RateLimitTimeout(message, wait=wait, method=method, url=url)
 
 
-class NameResolutionError(TransportError, u3.NameResolutionError):
+# urllib3 types `pool` differently in its two bases; we set neither (see TransportError).
+class NameResolutionError(TransportError, u3.NameResolutionError):  # type: ignore[misc]
     """The API server's host name did not resolve; ``host`` names it."""
 
     def __init__(self, message: str, *, host: str = "", **kwargs: Any) -> None:
@@ -164,7 +165,10 @@ class NameResolutionError(TransportError, u3.NameResolutionError):
         self.host = host
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_name_error, (self.message, self.host, self.method, self.url, self.attempts))
+        return (
+            _rebuild_name_error,
+            (self.message, self.host, self.method, self.url, self.attempts),
+        )
 
 
 def _rebuild_name_error(
@@ -173,7 +177,7 @@ def _rebuild_name_error(
     return NameResolutionError(message, host=host, method=method, url=url, attempts=attempts)
 
 
-class ConnectError(TransportError, u3.NewConnectionError):
+class ConnectError(TransportError, u3.NewConnectionError):  # type: ignore[misc]
     """The TCP connection was refused or the address was unreachable."""
 
 

@@ -42,9 +42,10 @@ def test_core_crud_round_trip(configuration: client.Configuration) -> None:
 
 
 def test_apps_batch_and_custom_objects(configuration: client.Configuration) -> None:
-    with FakeApiServer(custom_resources=[WIDGETS]) as server, ApiClient(
-        server.configuration()
-    ) as api_client:
+    with (
+        FakeApiServer(custom_resources=[WIDGETS]) as server,
+        ApiClient(server.configuration()) as api_client,
+    ):
         apps = client.AppsV1Api(api_client)
         deployment = {
             "apiVersion": "apps/v1",
@@ -74,11 +75,12 @@ def test_watch_stream_sees_events(server: FakeApiServer) -> None:
     with ApiClient(server.configuration()) as api_client:
         v1 = client.CoreV1Api(api_client)
         v1.create_namespaced_config_map("default", configmap("watched"))
-        events = []
-        for event in watch.Watch().stream(
-            v1.list_namespaced_config_map, "default", timeout_seconds=1
-        ):
-            events.append((event["type"], event["object"].metadata.name))
+        events = [
+            (event["type"], event["object"].metadata.name)
+            for event in watch.Watch().stream(
+                v1.list_namespaced_config_map, "default", timeout_seconds=1
+            )
+        ]
         assert ("ADDED", "watched") in events
 
 

@@ -24,8 +24,8 @@ from resilient_kube import (
 from resilient_kube.testing import (
     CloseConnection,
     Delay,
-    Fault,
     FakeApiServer,
+    Fault,
     FullAcceptQueueListener,
     ResetConnection,
     StatusFault,
@@ -54,7 +54,11 @@ OPERATIONS: dict[str, tuple[str, bool, Operation]] = {
         lambda v1: v1.replace_namespaced_config_map("cm", "default", configmap("cm")),
     ),
     "delete": ("delete", True, lambda v1: v1.delete_namespaced_config_map("cm", "default")),
-    "post": ("create", False, lambda v1: v1.create_namespaced_config_map("default", configmap("new"))),
+    "post": (
+        "create",
+        False,
+        lambda v1: v1.create_namespaced_config_map("default", configmap("new")),
+    ),
     "patch": (
         "patch",
         False,
@@ -138,7 +142,9 @@ def test_connect_failures_are_retried_for_every_verb(operation: str) -> None:
     _, _, call = OPERATIONS[operation]
     with FullAcceptQueueListener() as listener:
         api_client = ApiClient(
-            client.Configuration(host=listener.url), connect_timeout=0.2, max_attempts=3,
+            client.Configuration(host=listener.url),
+            connect_timeout=0.2,
+            max_attempts=3,
             backoff_base=0.01,
         )
         with pytest.raises(ConnectTimeout) as caught:
@@ -222,7 +228,9 @@ def test_status_details_retry_after_seconds_is_honoured(server: FakeApiServer) -
     api_client.close()
 
 
-def test_retry_after_beyond_the_cap_or_the_deadline_is_not_waited_for(server: FakeApiServer) -> None:
+def test_retry_after_beyond_the_cap_or_the_deadline_is_not_waited_for(
+    server: FakeApiServer,
+) -> None:
     api_client, v1 = fresh_api(server, retry_after_max=2, deadline=4)
     for retry_after in (3, 5):  # above the cap; then also beyond the deadline
         server.inject(StatusFault(429, retry_after=retry_after), verb="get", times=1)
@@ -294,13 +302,22 @@ def test_logging_one_line_per_retry_and_one_warning_without_credentials(
     server.inject(StatusFault(503), verb="list", times=None)
     with pytest.raises(client.ApiException):
         client.CoreV1Api(api_client).list_namespace()
-    retries = [r for r in caplog.records if r.name.startswith("resilient_kube") and "retrying" in r.getMessage()]
+    retries = [
+        r
+        for r in caplog.records
+        if r.name.startswith("resilient_kube") and "retrying" in r.getMessage()
+    ]
     assert len(retries) == 2
     assert retries[0].levelno == logging.DEBUG
-    assert "retrying GET /api/v1/namespaces: attempt=1 phase=after-send reason=status_503 wait=" in (
-        retries[0].getMessage()
+    assert (
+        "retrying GET /api/v1/namespaces: attempt=1 phase=after-send reason=status_503 wait="
+        in (retries[0].getMessage())
     )
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("resilient_kube")]
+    warnings = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name.startswith("resilient_kube")
+    ]
     assert len(warnings) == 1
     assert "failed after 3 attempt(s): HTTP 503" in warnings[0].getMessage()
     assert server.token not in caplog.text

@@ -10,7 +10,13 @@ from collections.abc import Callable
 import pytest
 from kubernetes import client, watch
 
-from resilient_kube import ApiClient, ConnectTimeout, DeadlineExceeded, ReadTimeout, TimeoutException
+from resilient_kube import (
+    ApiClient,
+    ConnectTimeout,
+    DeadlineExceeded,
+    ReadTimeout,
+    TimeoutException,
+)
 from resilient_kube._transport import WATCH_READ_MARGIN
 from resilient_kube.testing import Delay, FakeApiServer, FullAcceptQueueListener, SilentWatch, Stall
 
@@ -126,7 +132,9 @@ def test_deadline_is_never_overrun_by_more_than_50ms(server: FakeApiServer) -> N
     api_client.close()
 
 
-@pytest.mark.parametrize(("timeout_seconds", "expected"), [(5, 5 + WATCH_READ_MARGIN), (None, None)])
+@pytest.mark.parametrize(
+    ("timeout_seconds", "expected"), [(5, 5 + WATCH_READ_MARGIN), (None, None)]
+)
 def test_watch_read_timeout_follows_timeout_seconds(
     server: FakeApiServer, timeout_seconds: int | None, expected: float | None
 ) -> None:

@@ -8,6 +8,7 @@ def test_all_is_complete_and_sorted() -> None:
     public = {name for name in vars(resilient_kube) if not name.startswith("_")}
     modules = {"errors", "testing", "annotations", "logging"}
     assert set(resilient_kube.__all__) - {"__version__"} == public - modules
+
     # isort style, as ruff's RUF022 keeps it: CONSTANTS, then Classes, then the rest.
     def order(name: str) -> tuple[int, str]:
         rank = 0 if name.isupper() else 1 if name[0].isupper() else 2
@@ -21,6 +22,8 @@ def test_errors_module_exports_every_exception() -> None:
     defined = {
         name
         for name, value in vars(resilient_kube.errors).items()
-        if isinstance(value, type) and issubclass(value, Exception) and value.__module__ == "resilient_kube.errors"
+        if isinstance(value, type)
+        and issubclass(value, Exception)
+        and value.__module__ == "resilient_kube.errors"
     }
     assert exported == defined

@@ -39,16 +39,40 @@ def test_idempotent_methods_exclude_post_and_patch() -> None:
         (u3.NameResolutionError("h", None, OSError("x")), "dns", False, True),  # type: ignore[arg-type]
         (u3.NewConnectionError(None, "refused"), "connect_error", False, True),  # type: ignore[arg-type]
         (u3.ConnectTimeoutError(None, "t"), "connect_timeout", False, True),
-        (u3.SSLError(ssl.SSLCertVerificationError("CERTIFICATE_VERIFY_FAILED")), "tls", False, False),
+        (
+            u3.SSLError(ssl.SSLCertVerificationError("CERTIFICATE_VERIFY_FAILED")),
+            "tls",
+            False,
+            False,
+        ),
         (u3.SSLError(ssl.SSLEOFError("EOF in handshake")), "tls", False, True),
         (u3.ReadTimeoutError(None, "/x", "read timed out"), "read_timeout", True, True),  # type: ignore[arg-type]
-        (u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer")), "reset", True, True),
-        (u3.ProtocolError("Connection aborted.", ConnectionError("Remote end closed")), "disconnected", True, True),
-        (u3.ProtocolError("Connection broken: IncompleteRead(5 bytes read, 5 more expected)"), "truncated", True, True),
+        (
+            u3.ProtocolError(
+                "Connection aborted.", ConnectionResetError(104, "Connection reset by peer")
+            ),
+            "reset",
+            True,
+            True,
+        ),
+        (
+            u3.ProtocolError("Connection aborted.", ConnectionError("Remote end closed")),
+            "disconnected",
+            True,
+            True,
+        ),
+        (
+            u3.ProtocolError("Connection broken: IncompleteRead(5 bytes read, 5 more expected)"),
+            "truncated",
+            True,
+            True,
+        ),
         (ValueError("bug"), "ValueError", True, False),
     ],
 )
-def test_errors_are_classified_by_phase(error: BaseException, reason: str, sent: bool, retryable: bool) -> None:
+def test_errors_are_classified_by_phase(
+    error: BaseException, reason: str, sent: bool, retryable: bool
+) -> None:
     failure = classify_error(error)
     assert (failure.reason, failure.sent, failure.retryable) == (reason, sent, retryable)
 

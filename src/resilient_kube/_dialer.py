@@ -1,0 +1,185 @@
+"""Connect to the first address that answers, Happy Eyeballs style (RFC 8305).
+
+The stock path (``urllib3.util.connection.create_connection``) tries the addresses one after the
+other, each with the full connect timeout: when the first address of an API server black-holes SYNs,
+every new connection waits ``connect_timeout`` before it tries the second. Here the next address is
+started ``stagger`` seconds (RFC 8305 §5 "Connection Attempt Delay", 250 ms recommended) after the
+previous one, or at once when the previous one fails; the first to connect wins and the others are
+closed. The whole dial, DNS included, is bounded by the connect timeout.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import selectors
+import socket
+import time
+from collections.abc import Sequence
+
+from ._dns import DnsCache, interleave
+
+__all__ = ["create_connection"]
+
+#: RFC 8305 §5: "A simple implementation can have a fixed delay ... 250 ms", at least 100 ms.
+DEFAULT_STAGGER = 0.25
+
+_Address = tuple[int, tuple[str, int] | tuple[str, int, int, int]]
+_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY}
+
+
+def create_connection(
+    cache: DnsCache | None,
+    host: str,
+    port: int,
+    *,
+    timeout: float | None,
+    source_address: tuple[str, int] | None = None,
+    socket_options: Sequence[tuple[int, int, int | bytes]] | None = None,
+    stagger: float = DEFAULT_STAGGER,
+) -> socket.socket:
+    """Resolve ``host`` and connect to one of its addresses, racing them RFC 8305 style.
+
+    Args:
+        cache: the DNS cache, or None for ``socket.getaddrinfo`` on every call (the stock client).
+        host: a name or an IP literal (brackets allowed).
+        port: the TCP port.
+        timeout: seconds for the whole dial (name resolution included); None waits for the
+            operating system. The connected socket keeps this timeout, as with urllib3.
+        source_address: ``(ip, port)`` to bind before connecting.
+        socket_options: ``(level, option, value)`` set before connecting (urllib3's
+            ``socket_options``, e.g. ``TCP_NODELAY`` and keepalive).
+        stagger: seconds to wait for an attempt before starting the next address.
+
+    Raises:
+        socket.gaierror: the name did not resolve.
+        TimeoutError: no address connected within ``timeout`` (``socket.timeout`` is this class).
+        OSError: every address failed; the last error is raised (e.g. ``ConnectionRefusedError``).
+    """
+    started = time.monotonic()
+    deadline = math.inf if timeout is None else started + timeout
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    candidates = _resolve(cache, host, port)
+    if not candidates:  # Defensive: getaddrinfo never returns an empty list
+        raise OSError("getaddrinfo returns an empty list")
+
+    pending = list(candidates)
+    attempts: dict[socket.socket, str] = {}
+    failed: list[str] = []
+    last_error: OSError | None = None
+    next_start = started
+    selector = selectors.DefaultSelector()
+    winner: socket.socket | None = None
+    timed_out = False
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                break
+            if pending and (not attempts or now >= next_start):
+                family, sockaddr = pending.pop(0)
+                address = sockaddr[0]
+                try:
+                    sock, connected = _start(family, sockaddr, source_address, socket_options)
+                except OSError as exc:
+                    last_error = exc
+                    failed.append(address)
+                    continue  # RFC 8305 §5: a failed attempt starts the next one at once
+                attempts[sock] = address
+                if connected:  # loopback can complete a non-blocking connect at once
+                    winner = sock
+                    break
+                selector.register(sock, selectors.EVENT_WRITE)
+                next_start = now + stagger
+                continue
+            if not attempts:
+                break  # every address failed
+            wait = deadline - now
+            if pending:
+                wait = min(wait, next_start - now)
+            for key, _ in selector.select(None if math.isinf(wait) else max(wait, 0.0)):
+                sock = key.fileobj  # type: ignore[assignment]
+                selector.unregister(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err == 0:
+                    winner = sock
+                    break
+                last_error = _os_error(err)
+                failed.append(attempts.pop(sock))
+                sock.close()
+                next_start = time.monotonic()
+            if winner is not None:
+                break
+    finally:
+        selector.close()
+        for sock, address in attempts.items():
+            if sock is not winner:
+                sock.close()
+                # Lost the race to an address started later, or ran out of time: try it last.
+                failed.append(address)
+        if cache is not None:
+            for address in failed:
+                cache.report_failure(host, address)
+
+    if winner is not None:
+        if cache is not None:
+            cache.report_success(host, attempts[winner])
+        winner.settimeout(timeout)
+        return winner
+    if timed_out or last_error is None:
+        raise TimeoutError(f"timed out connecting to {host}:{port} after {timeout} s")
+    raise last_error
+
+
+def _resolve(cache: DnsCache | None, host: str, port: int) -> list[_Address]:
+    if cache is None:
+        # The stock path: urllib3's allowed_gai_family() asks for IPv4 only without IPv6 support.
+        wanted = socket.AF_UNSPEC if socket.has_ipv6 else socket.AF_INET
+        infos = socket.getaddrinfo(host, port, wanted, socket.SOCK_STREAM)
+        by_address: dict[str, _Address] = {}
+        for family, _, _, _, sockaddr in infos:
+            if isinstance(sockaddr[0], str):  # Defensive: AF_INET and AF_INET6 only
+                by_address.setdefault(sockaddr[0], (int(family), sockaddr))
+        return [by_address[a] for a in interleave(list(by_address))]
+    out: list[_Address] = []
+    for address in cache.resolve(host):
+        if ":" in address:
+            out.append((socket.AF_INET6, (address, port, 0, 0)))
+        else:
+            out.append((socket.AF_INET, (address, port)))
+    return out
+
+
+def _start(
+    family: int,
+    sockaddr: tuple[str, int] | tuple[str, int, int, int],
+    source_address: tuple[str, int] | None,
+    socket_options: Sequence[tuple[int, int, int | bytes]] | None,
+) -> tuple[socket.socket, bool]:
+    """Open a non-blocking socket and start connecting: (socket, connected already).
+
+    Raises:
+        OSError: the attempt failed at once (e.g. ``ENETUNREACH`` for IPv6 without a route).
+    """
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        for level, option, value in socket_options or ():
+            sock.setsockopt(level, option, value)
+        if source_address is not None:
+            sock.bind(source_address)
+        sock.setblocking(False)
+        err = sock.connect_ex(sockaddr)
+        if err and err not in _IN_PROGRESS:
+            raise _os_error(err)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, err == 0
+
+
+def _os_error(err: int) -> OSError:
+    """``OSError(err)`` as its specific subclass, e.g. ``ConnectionRefusedError``."""
+    return OSError(err, os.strerror(err))
