@@ -87,13 +87,15 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             else None
         )
         rest = self.rest_client
-        # The official client's own retry layers (urllib3 `retries`, 37's `client_go_retries`)
-        # must not stack on ours: the REST layer gets a copy of the configuration without them.
-        rest_configuration = copy.copy(rest.configuration)
-        rest_configuration.retries = None
-        if hasattr(rest_configuration, "client_go_retries"):
+        # The official client's own retry layers must not stack on ours. urllib3's `retries` is
+        # turned off in the pools (install_pools); kubernetes 37 also reads `retries` and
+        # `client_go_retries` per request from the REST layer's configuration, so that layer
+        # gets a copy without them (the user's configuration stays as it was).
+        if hasattr(rest, "configuration"):
+            rest_configuration = copy.copy(rest.configuration)
+            rest_configuration.retries = None
             rest_configuration.client_go_retries = False
-        rest.configuration = rest_configuration
+            rest.configuration = rest_configuration
         manager = rest.pool_manager
         install_pools(
             manager,
