@@ -1,0 +1,256 @@
+"""Faults the fake server can serve instead of (or before) a normal answer, and their rules."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import threading
+from dataclasses import KW_ONLY, dataclass
+from email.utils import parsedate_to_datetime
+from typing import TypeAlias
+
+__all__ = [
+    "HTTP_METHODS",
+    "KUBERNETES_VERBS",
+    "CloseConnection",
+    "Delay",
+    "Fault",
+    "FaultRules",
+    "RequestInfo",
+    "ResetConnection",
+    "SilentWatch",
+    "Stall",
+    "StatusFault",
+    "TruncatedBody",
+    "check_verb",
+    "verb_matches",
+]
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+KUBERNETES_VERBS = frozenset(
+    {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
+)
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}={value!r} must be a number of seconds")
+    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name}={value!r} must be a finite number of seconds >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusFault:
+    """Answer with an HTTP error and a ``Status`` body instead of doing the request.
+
+    Args:
+        code: the HTTP status, e.g. 429, 500, 503 or 504.
+        retry_after: sends ``Retry-After`` as seconds (a number) or an HTTP-date (a string).
+        details_retry_after_seconds: sets ``Status.details.retryAfterSeconds``, as the real
+            server does on 429 and on 500 "the server has received too many requests".
+        reason: ``Status.reason``; by default the one upstream uses for ``code``.
+        message: ``Status.message``; by default a generic message naming the fault.
+
+    Example:
+        >>> StatusFault(429, retry_after=2, details_retry_after_seconds=2)
+        StatusFault(code=429, retry_after=2, details_retry_after_seconds=2, reason=None, message=None)
+    """
+
+    code: int
+    _: KW_ONLY
+    retry_after: float | str | None = None
+    details_retry_after_seconds: int | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.code, bool) or not isinstance(self.code, int):
+            raise ValueError(f"code={self.code!r} must be an HTTP status code")
+        if not 400 <= self.code <= 599:
+            raise ValueError(f"code={self.code!r} must be an error status (400-599)")
+        if isinstance(self.retry_after, str):
+            try:
+                parsedate_to_datetime(self.retry_after)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"retry_after={self.retry_after!r} must be seconds or an HTTP-date"
+                ) from exc
+        elif self.retry_after is not None:
+            _check_seconds("retry_after", self.retry_after)
+        seconds = self.details_retry_after_seconds
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0
+        ):
+            raise ValueError(f"details_retry_after_seconds={seconds!r} must be an int >= 0")
+
+    def retry_after_header(self) -> str | None:
+        """The ``Retry-After`` header value, if any."""
+        if self.retry_after is None or isinstance(self.retry_after, str):
+            return self.retry_after
+        seconds = self.retry_after
+        return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Wait ``seconds`` (or until the server stops), then answer normally."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        _check_seconds("seconds", self.seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """Read the request and never answer; the connection is released when the server stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResetConnection:
+    """Read the request, then reset the TCP connection (``SO_LINGER`` 0, then close)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnection:
+    """Read the request, then close the connection cleanly without answering."""
+
+
+@dataclass(frozen=True, slots=True)
+class TruncatedBody:
+    """Do the request, announce the full ``Content-Length``, send half the body and close.
+
+    On a watch the stream's first chunk is cut in half instead.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class SilentWatch:
+    """Start the watch, send ``after_events`` events, then send nothing, ever.
+
+    No more events, bookmarks or end of stream: the client sees a silent, open connection,
+    like a watch behind a load balancer that dropped the backend. Only watches match; the
+    connection is released when the server stops.
+    """
+
+    after_events: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.after_events, bool) or not isinstance(self.after_events, int):
+            raise ValueError(f"after_events={self.after_events!r} must be an int")
+        if self.after_events < 0:
+            raise ValueError(f"after_events={self.after_events!r} must be >= 0")
+
+
+#: Any fault ``FakeApiServer.inject`` accepts.
+Fault: TypeAlias = (
+    StatusFault | Delay | Stall | ResetConnection | CloseConnection | TruncatedBody | SilentWatch
+)
+_FAULT_TYPES = (
+    StatusFault, Delay, Stall, ResetConnection, CloseConnection, TruncatedBody, SilentWatch,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What fault rules and counters see of one request."""
+
+    #: The HTTP method, e.g. ``GET``.
+    method: str
+    #: The Kubernetes verb (``get``, ``list``, ``watch``, ``create``, ...), or for
+    #: non-resource paths such as ``/version`` the lowercase HTTP method.
+    verb: str
+    #: The path without the query string.
+    path: str
+    #: The resource plural, e.g. ``configmaps``; None for non-resource paths.
+    resource: str | None
+
+
+def check_verb(verb: str | None) -> None:
+    """Reject a verb that is neither an HTTP method (upper case) nor a Kubernetes verb."""
+    if verb is not None and verb not in HTTP_METHODS and verb not in KUBERNETES_VERBS:
+        raise ValueError(
+            f"verb={verb!r} must be an HTTP method ({', '.join(sorted(HTTP_METHODS))}) or a "
+            f"Kubernetes verb ({', '.join(sorted(KUBERNETES_VERBS))})"
+        )
+
+
+def verb_matches(verb: str | None, request: RequestInfo) -> bool:
+    """Upper case matches the HTTP method, lower case the Kubernetes verb."""
+    if verb is None:
+        return True
+    return request.method == verb if verb.isupper() else request.verb == verb
+
+
+@dataclass(slots=True)
+class _Rule:
+    fault: Fault
+    verb: str | None
+    path: re.Pattern[str] | None
+    resource: str | None
+    remaining: int | None
+    probability: float = 1.0
+    rng: random.Random | None = None
+
+    def matches(self, request: RequestInfo) -> bool:
+        if not verb_matches(self.verb, request):
+            return False
+        if self.path is not None and not self.path.search(request.path):
+            return False
+        if self.resource is not None and self.resource != request.resource:
+            return False
+        return not isinstance(self.fault, SilentWatch) or request.verb == "watch"
+
+
+class FaultRules:
+    """The ordered, thread-safe list of injected faults; the first match wins."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[_Rule] = []
+
+    def add(
+        self,
+        fault: Fault,
+        *,
+        verb: str | None,
+        path: str | None,
+        resource: str | None,
+        times: int | None,
+        probability: float = 1.0,
+        seed: int | str | None = None,
+    ) -> None:
+        if not isinstance(fault, _FAULT_TYPES):
+            raise TypeError(f"fault={fault!r} is not a fault (StatusFault, Delay, Stall, ...)")
+        check_verb(verb)
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int)):
+            raise ValueError(f"times={times!r} must be a positive int or None (forever)")
+        if times is not None and times < 1:
+            raise ValueError(f"times={times!r} must be >= 1 or None (forever)")
+        if isinstance(probability, bool) or not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability={probability!r} must be between 0 and 1")
+        rng = random.Random(seed) if probability < 1.0 else None
+        pattern = re.compile(path) if path is not None else None
+        rule = _Rule(fault, verb, pattern, resource, times, probability, rng)
+        with self._lock:
+            self._rules.append(rule)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def pick(self, request: RequestInfo) -> Fault | None:
+        """Return the fault to serve for ``request`` and use up one of its ``times``."""
+        with self._lock:
+            for rule in self._rules:
+                if not rule.matches(request):
+                    continue
+                if rule.rng is not None and rule.rng.random() >= rule.probability:
+                    continue
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                    if rule.remaining == 0:
+                        self._rules.remove(rule)
+                return rule.fault
+        return None
