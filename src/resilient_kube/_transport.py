@@ -43,9 +43,6 @@ log = logging.getLogger(__name__)
 #: ``timeoutSeconds``; the margin covers a slow close and the last bookmark.
 WATCH_READ_MARGIN = 30.0
 
-#: Body chunks are read with at most this many bytes per ``recv``; the deadline is checked between.
-_CHUNK = 256 * 1024
-
 #: urllib3 retries off, built once: urllib3 would otherwise convert ``False`` on every attempt.
 _NO_RETRIES = urllib3.Retry(total=False)
 
@@ -160,7 +157,17 @@ class Transport(RequestMethods):
         self.counters.add("requests")
         self.budget.deposit()
         try:
-            response: BaseHTTPResponse = self._retrying(self._attempt, call)
+            # The first attempt runs outside tenacity: almost every call ends here, and the
+            # retry machinery (a Future and a Condition per attempt) would double the overhead.
+            try:
+                first: BaseHTTPResponse | _AttemptFailed = self._attempt(call)
+            except _AttemptFailed as exc:
+                first = exc
+            if not self._retryable(call, first):
+                if isinstance(first, _AttemptFailed):
+                    raise first
+                return first
+            return self._retry(call, first)
         except _AttemptFailed as exc:
             self._raise_final(call, exc.failure, exc.cause)
         except errors.RateLimitTimeout as exc:
@@ -168,7 +175,27 @@ class Transport(RequestMethods):
             raise errors.RateLimitTimeout(
                 str(exc), wait=exc.wait, method=call.method, url=call.url, attempts=call.attempts
             ) from None
-        return response
+
+    def _retry(self, call: _Call, first: BaseHTTPResponse | _AttemptFailed) -> BaseHTTPResponse:
+        """Tenacity's attempt loop, entered with the outcome of the first attempt."""
+        retrying = self._retrying
+        retrying.begin()
+        state = tenacity.RetryCallState(retrying, fn=self._attempt, args=(call,), kwargs={})
+        outcome: BaseHTTPResponse | _AttemptFailed = first
+        while True:
+            if isinstance(outcome, _AttemptFailed):
+                state.set_exception((type(outcome), outcome, outcome.__traceback__))
+            else:
+                state.set_result(outcome)
+            action = retrying.iter(state)
+            if not isinstance(action, tenacity.DoSleep):
+                return action  # type: ignore[no-any-return]  # the response, or it raised
+            state.prepare_for_next_attempt()
+            retrying.sleep(action)
+            try:
+                outcome = self._attempt(call)
+            except _AttemptFailed as exc:
+                outcome = exc
 
     def clear(self) -> None:
         """Close every pooled connection (``RESTClientObject.close`` calls this)."""
@@ -287,44 +314,46 @@ class Transport(RequestMethods):
         )
 
     def _read_body(self, call: _Call, response: BaseHTTPResponse) -> bytes:
-        chunks: list[bytes] = []
+        """Read the whole body with the socket's timeout cut to what the deadline leaves.
+
+        Each ``recv`` waits at most that long, so a stalled body ends the attempt on time; a
+        server that trickles bytes slower than that but never stops can overrun the deadline.
+        """
+        remaining = call.remaining()
+        if remaining is not None:
+            if remaining <= 0:
+                response.release_conn()
+                raise u3.ReadTimeoutError(None, call.url, "deadline reached")  # type: ignore[arg-type]
+            sock = getattr(response.connection, "sock", None)
+            if sock is not None:
+                read = call.read
+                sock.settimeout(remaining if read is None else min(read, remaining))
         try:
-            while True:
-                remaining = call.remaining()
-                if remaining is not None:
-                    if remaining <= 0:
-                        raise u3.ReadTimeoutError(None, call.url, "deadline reached")  # type: ignore[arg-type]
-                    sock = getattr(response.connection, "sock", None)
-                    if sock is not None:
-                        read = call.read
-                        sock.settimeout(remaining if read is None else min(read, remaining))
-                chunk = response.read1(_CHUNK, decode_content=False)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                if response.length_remaining == 0:  # Content-Length reached: no EOF read needed
-                    break
+            return response.read(decode_content=False)
         finally:
             response.release_conn()
-        return b"".join(chunks)
 
     # --- tenacity strategies (read the per-call state from the call's args) ---------------------
 
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
-        call: _Call = state.args[0]
         outcome = state.outcome
-        assert outcome is not None  # Defensive: tenacity sets it before asking
-        if outcome.failed:
-            exc = outcome.exception()
-            if not isinstance(exc, _AttemptFailed):
-                return False
-            call.last_failure, call.retry_after = exc.failure, None
-            return call.may_repeat(exc.failure)
-        response: BaseHTTPResponse = outcome.result()
+        assert outcome is not None  # noqa: S101  # Defensive: tenacity sets it before asking
+        return self._retryable(state.args[0], outcome.exception() or outcome.result())
+
+    def _retryable(self, call: _Call, outcome: object) -> bool:
+        """Whether this outcome may be retried; notes the failure and Retry-After on the call."""
+        if isinstance(outcome, _AttemptFailed):
+            call.last_failure, call.retry_after = outcome.failure, None
+            return call.may_repeat(outcome.failure)
+        if not isinstance(outcome, BaseHTTPResponse):
+            return False  # Defensive: the limiter's RateLimitTimeout and bugs end the call
+        status = outcome.status
+        if status < 429:  # the fast path: success and ordinary client errors are final
+            return False
         delay = None
-        if response.status in (429, 503):
-            delay = server_retry_after(response.headers, response.data)
-        failure = classify_status(response.status, has_retry_after=delay is not None)
+        if status in (429, 503):
+            delay = server_retry_after(outcome.headers, outcome.data)
+        failure = classify_status(status, has_retry_after=delay is not None)
         if failure is None:
             return False
         call.last_failure, call.retry_after = failure, delay
@@ -395,8 +424,10 @@ class Transport(RequestMethods):
         self.counters.add("failures")
         kind, what = _ERRORS.get(failure.reason, (errors.TransportError, "transport error"))
         remaining = call.remaining()
-        if failure.reason == "deadline" or (
-            remaining is not None and remaining <= 0 and failure.reason in _TIMEOUTS
+        if (
+            failure.reason == "deadline"
+            or (call.stop_reason == "deadline" and failure.retryable)
+            or (remaining is not None and remaining <= 0 and failure.reason in _TIMEOUTS)
         ):
             kind, what = errors.DeadlineExceeded, "deadline exceeded"
         elif call.stop_reason == "budget" and failure.retryable:
