@@ -13,6 +13,7 @@ as ``kubernetes`` applies them, and swaps in the pool classes below. They add th
 from __future__ import annotations
 
 import functools
+import ipaddress
 import socket
 import time
 from collections.abc import Callable
@@ -123,7 +124,13 @@ class _PoolMixin:
     """Stamp connections on release; expire or retire stale ones at checkout."""
 
     rk_context: PoolContext
+    #: Whether this pool's host is a name the DNS cache answers for (not an IP literal).
+    rk_follows_dns: bool
     host: str
+
+    def _rk_setup(self, context: PoolContext) -> None:
+        self.rk_context = context
+        self.rk_follows_dns = context.dns is not None and not _is_ip_literal(self.host)
 
     def _rk_checkout(self, conn: Any) -> Any:
         context = self.rk_context
@@ -135,8 +142,9 @@ class _PoolMixin:
             conn.close()
             context.counters.add("connections_expired")
         elif (
-            context.dns is not None
+            self.rk_follows_dns
             and conn.rk_address is not None
+            and context.dns is not None
             and not context.dns.is_current(conn._dns_host, conn.rk_address)
         ):
             conn.close()
@@ -155,7 +163,7 @@ class ResilientHTTPConnectionPool(_PoolMixin, HTTPConnectionPool):
 
     def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.rk_context = rk_context
+        self._rk_setup(rk_context)
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         return self._rk_checkout(super()._get_conn(timeout))
@@ -170,7 +178,7 @@ class ResilientHTTPSConnectionPool(_PoolMixin, HTTPSConnectionPool):
 
     def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.rk_context = rk_context
+        self._rk_setup(rk_context)
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         return self._rk_checkout(super()._get_conn(timeout))
@@ -178,6 +186,14 @@ class ResilientHTTPSConnectionPool(_PoolMixin, HTTPSConnectionPool):
     def _put_conn(self, conn: Any) -> None:
         self._rk_release(conn)
         super()._put_conn(conn)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def install_pools(

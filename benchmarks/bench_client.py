@@ -1,0 +1,332 @@
+"""The stock client and resilient_kube in the same run, against the same local API server.
+
+Run::
+
+    python benchmarks/bench_client.py [--quick] [--json OUT]
+
+* **Overhead** (issue 2): GETs per second on 1 and on 32 threads, client CPU per call and
+  connections opened. The server runs in a child process, so ``time.process_time()`` of this
+  process is the clients' CPU alone. resilient_kube runs with ``qps=None`` here: a limiter would
+  measure the limit, not the transport (``bench_limiter.py`` measures the limiter's cost).
+* **Fault masking** (issue 3): 1,000 GETs with 20% answered 503; a 32-thread mix of 10% 503,
+  5% resets and 2% 429; a POST whose connection is reset; a total outage, where the retry budget
+  must keep the wire load at most about 1.35x the offered load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import urllib3
+from kubernetes import client
+
+import resilient_kube
+from resilient_kube.testing import FakeApiServer, ResetConnection, StatusFault
+
+#: Runs FakeApiServer in a child process; stdin lines "stats" / "reset" / "quit" control it.
+_SERVER_SCRIPT = """
+import json, sys
+from resilient_kube.testing import FakeApiServer
+with FakeApiServer() as server:
+    print(server.url, flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "stats":
+            stats = server.stats()
+            print(json.dumps({"connections": stats.connections, "requests": stats.requests}),
+                  flush=True)
+        elif command == "reset":
+            server.reset_stats()
+            print("{}", flush=True)
+        else:
+            break
+"""
+
+
+class ServerProcess:
+    """A FakeApiServer in a child process, so its CPU is not counted as the client's."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        self.url = self._process.stdout.readline().strip()
+
+    def command(self, word: str) -> dict[str, int]:
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._process.stdin.write(word + "\n")
+        self._process.stdin.flush()
+        result: dict[str, int] = json.loads(self._process.stdout.readline())
+        return result
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(10)
+
+
+def _configuration(url: str) -> client.Configuration:
+    configuration = client.Configuration()
+    configuration.host = url
+    return configuration
+
+
+def _stock(url: str) -> Any:
+    return client.ApiClient(_configuration(url))
+
+
+def _resilient(url: str, **tuning: Any) -> Any:
+    return resilient_kube.ApiClient(_configuration(url), **tuning)
+
+
+def _run_threads(threads: int, calls_per_thread: int, call: Callable[[], object]) -> float:
+    """Run ``call`` from ``threads`` threads; return the wall time."""
+    barrier = threading.Barrier(threads + 1)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(calls_per_thread):
+            call()
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - start
+
+
+def overhead(quick: bool) -> dict[str, Any]:
+    """GETs/s and CPU per call, stock vs resilient_kube, alternating runs, best of ``rounds``."""
+    rounds = 3 if quick else 5
+    single_calls = 500 if quick else 2000
+    server = ServerProcess()
+    results: dict[str, Any] = {}
+    try:
+        for threads, per_thread in ((1, single_calls), (32, max(10, single_calls // 16))):
+            rows: dict[str, list[tuple[float, float, int]]] = {"stock": [], "resilient_kube": []}
+            for _ in range(rounds):
+                for name, factory in (("stock", _stock), ("resilient_kube", _resilient_nolimit)):
+                    api_client = factory(server.url)
+                    v1 = client.CoreV1Api(api_client)
+                    v1.list_namespace()  # warm up: validators, the first connection
+                    server.command("reset")
+                    cpu = time.process_time()
+                    wall = _run_threads(threads, per_thread, v1.list_namespace)
+                    cpu = time.process_time() - cpu
+                    calls = threads * per_thread
+                    stats = server.command("stats")
+                    rows[name].append((calls / wall, cpu / calls * 1e6, stats["connections"]))
+                    api_client.close()
+            summary = {
+                name: {
+                    "gets_per_second": max(row[0] for row in values),
+                    "cpu_us_per_call": min(row[1] for row in values),
+                    "connections_opened": max(row[2] for row in values),
+                }
+                for name, values in rows.items()
+            }
+            summary["ratio_gets_per_second"] = (
+                summary["resilient_kube"]["gets_per_second"] / summary["stock"]["gets_per_second"]
+            )
+            summary["extra_cpu_us_per_call"] = (
+                summary["resilient_kube"]["cpu_us_per_call"] - summary["stock"]["cpu_us_per_call"]
+            )
+            results[f"threads_{threads}"] = summary
+    finally:
+        server.close()
+    return results
+
+
+def _resilient_nolimit(url: str) -> Any:
+    return _resilient(url, qps=None)
+
+
+@contextmanager
+def _server() -> Iterator[FakeApiServer]:
+    with FakeApiServer() as server:
+        yield server
+
+
+def _masking_run(
+    server: FakeApiServer,
+    api_client: Any,
+    calls: int,
+    threads: int,
+    faults: list[tuple[Any, float]],
+    seed: int,
+) -> dict[str, Any]:
+    v1 = client.CoreV1Api(api_client)
+    v1.read_namespace("default")  # warm up before the faults start
+    # Each fault draws its own dice from its own seed: the same schedule for both clients.
+    for index, (fault, probability) in enumerate(faults):
+        server.inject_random(fault, probability, seed=seed + index, verb="get")
+    server.reset_stats()
+    latencies: list[float] = []
+    ok = 0
+    lock = threading.Lock()
+
+    def one(_: int) -> None:
+        nonlocal ok
+        start = time.perf_counter()
+        try:
+            v1.read_namespace("default")
+            success = True
+        except (client.ApiException, urllib3.exceptions.HTTPError):
+            success = False
+        with lock:
+            latencies.append(time.perf_counter() - start)
+            ok += success
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(calls)))
+    latencies.sort()
+    return {
+        "success_rate": ok / calls,
+        "wire_per_call": server.request_count("get") / calls,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "latencies_ms": [round(latency * 1000, 3) for latency in latencies],
+    }
+
+
+def fault_masking(quick: bool, seed: int = 7) -> dict[str, Any]:
+    """Success and wire load under injected faults, stock vs resilient_kube."""
+    calls = 300 if quick else 1000
+    results: dict[str, Any] = {}
+    mixes: dict[str, list[tuple[Any, float]]] = {
+        "503_20pct": [(StatusFault(503), 0.20)],
+        "mix_32_threads": [
+            (StatusFault(503), 0.10),
+            (ResetConnection(), 0.05),
+            (StatusFault(429, retry_after=1), 0.02),
+        ],
+    }
+    for name, faults in mixes.items():
+        threads = 32 if name.startswith("mix") else 1
+        results[name] = {}
+        for label, factory in (
+            ("stock", _stock),
+            ("resilient_kube", lambda url: _resilient(url, qps=None, backoff_base=0.05)),
+        ):
+            with _server() as server:
+                api_client = factory(server.url)
+                results[name][label] = _masking_run(
+                    server, api_client, calls, threads, faults, seed
+                )
+                api_client.close()
+    results["post_reset"] = _post_reset()
+    results["success_vs_fault_rate"] = _success_curve(quick, seed)
+    results["outage"] = outage(10.0 if quick else 60.0)
+    return results
+
+
+def _post_reset() -> dict[str, int]:
+    with _server() as server:
+        api_client = _resilient(server.url)
+        v1 = client.CoreV1Api(api_client)
+        server.inject(ResetConnection(), verb="create", times=1)
+        body = {"metadata": {"name": "once"}, "data": {"k": "v"}}
+        try:
+            v1.create_namespaced_config_map("default", body)
+        except resilient_kube.ConnectionReset:
+            pass
+        sent = server.request_count("create")
+        api_client.close()
+    return {"posts_on_wire": sent}
+
+
+def _success_curve(quick: bool, seed: int) -> dict[str, dict[str, Any]]:
+    calls = 200 if quick else 500
+    curve: dict[str, dict[str, Any]] = {"stock": {}, "resilient_kube": {}}
+    for rate in (0.0, 0.05, 0.10, 0.20, 0.30, 0.50):
+        for label, factory in (
+            ("stock", _stock),
+            ("resilient_kube", lambda url: _resilient(url, qps=None, backoff_base=0.01)),
+        ):
+            with _server() as server:
+                api_client = factory(server.url)
+                faults = [(StatusFault(503), rate)] if rate else []
+                run = _masking_run(server, api_client, calls, 8, faults, seed)
+                curve[label][f"{rate:.2f}"] = run["success_rate"]
+                api_client.close()
+    return curve
+
+
+def outage(seconds: float) -> dict[str, float]:
+    """Every GET answers 503 for ``seconds``; 8 threads keep calling. Wire load / offered load."""
+    with _server() as server:
+        server.inject(StatusFault(503), verb="get", times=None)
+        api_client = _resilient(server.url, qps=None)
+        v1 = client.CoreV1Api(api_client)
+        calls = 0
+        lock = threading.Lock()
+        stop_at = time.monotonic() + seconds
+
+        def work() -> None:
+            nonlocal calls
+            while time.monotonic() < stop_at:
+                try:
+                    v1.read_namespace("default")
+                except client.ApiException:
+                    pass
+                with lock:
+                    calls += 1
+
+        workers = [threading.Thread(target=work) for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        wire = server.request_count("get")
+        refusals = api_client.stats().retry.budget_refusals
+        api_client.close()
+    return {
+        "seconds": seconds,
+        "calls": calls,
+        "wire_requests": wire,
+        "wire_per_call": wire / calls,
+        "budget_refusals": refusals,
+        "without_budget_would_be": 5.0,
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    return {"overhead": overhead(quick), "faults": fault_masking(quick)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer calls and shorter outage")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    results = run(args.quick)
+    printable = json.loads(json.dumps(results))
+    for mix in ("503_20pct", "mix_32_threads"):
+        for label in ("stock", "resilient_kube"):
+            printable["faults"][mix][label].pop("latencies_ms")
+    print(json.dumps(printable, indent=2))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(results, out, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
