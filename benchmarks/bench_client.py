@@ -125,8 +125,8 @@ def overhead(quick: bool) -> dict[str, Any]:
                 for name, factory in (("stock", _stock), ("resilient_kube", _resilient_nolimit)):
                     api_client = factory(server.url)
                     v1 = client.CoreV1Api(api_client)
-                    v1.list_namespace()  # warm up: validators, the first connection
                     server.command("reset")
+                    v1.list_namespace()  # warm up: validators, the first connection
                     cpu = time.process_time()
                     wall = _run_threads(threads, per_thread, v1.list_namespace)
                     cpu = time.process_time() - cpu
