@@ -57,6 +57,9 @@ def create_connection(
         TimeoutError: no address connected within ``timeout`` (``socket.timeout`` is this class).
         OSError: every address failed; the last error is raised (e.g. ``ConnectionRefusedError``).
     """
+    if timeout is not None and not isinstance(timeout, int | float):
+        # urllib3's _DEFAULT_TIMEOUT sentinel: the process-wide socket default, as urllib3 does.
+        timeout = socket.getdefaulttimeout()
     started = time.monotonic()
     deadline = math.inf if timeout is None else started + timeout
     if host.startswith("[") and host.endswith("]"):
@@ -70,7 +73,7 @@ def create_connection(
     failed: list[str] = []
     last_error: OSError | None = None
     next_start = started
-    selector = selectors.DefaultSelector()
+    selector: selectors.BaseSelector | None = None  # only once two attempts race
     winner: socket.socket | None = None
     timed_out = False
     try:
@@ -82,20 +85,31 @@ def create_connection(
             if pending and (not attempts or now >= next_start):
                 family, sockaddr = pending.pop(0)
                 address = sockaddr[0]
+                # Nothing else in flight: a plain blocking connect, for up to one stagger (or
+                # all the time left for the last address), is the cheap common case.
+                block = (
+                    None
+                    if attempts
+                    else (min(stagger, deadline - now) if pending else deadline - now)
+                )
                 try:
-                    sock, connected = _start(family, sockaddr, source_address, socket_options)
+                    sock, connected = _start(
+                        family, sockaddr, source_address, socket_options, block=block
+                    )
                 except OSError as exc:
                     last_error = exc
                     failed.append(address)
                     continue  # RFC 8305 §5: a failed attempt starts the next one at once
                 attempts[sock] = address
-                if connected:  # loopback can complete a non-blocking connect at once
+                if connected:
                     winner = sock
                     break
+                if selector is None:
+                    selector = selectors.DefaultSelector()
                 selector.register(sock, selectors.EVENT_WRITE)
                 next_start = now + stagger
                 continue
-            if not attempts:
+            if not attempts or selector is None:
                 break  # every address failed
             wait = deadline - now
             if pending:
@@ -114,7 +128,8 @@ def create_connection(
             if winner is not None:
                 break
     finally:
-        selector.close()
+        if selector is not None:
+            selector.close()
         for sock, address in attempts.items():
             if sock is not winner:
                 sock.close()
@@ -158,8 +173,13 @@ def _start(
     sockaddr: tuple[str, int] | tuple[str, int, int, int],
     source_address: tuple[str, int] | None,
     socket_options: Sequence[tuple[int, int, int | bytes]] | None,
+    *,
+    block: float | None,
 ) -> tuple[socket.socket, bool]:
-    """Open a non-blocking socket and start connecting: (socket, connected already).
+    """Open a socket and connect: (socket, connected yet); the socket is left non-blocking.
+
+    ``block`` None starts the connect without waiting; a number waits up to that many seconds
+    (``inf``: as long as it takes) and leaves the connect in progress if it did not finish.
 
     Raises:
         OSError: the attempt failed at once (e.g. ``ENETUNREACH`` for IPv6 without a route).
@@ -170,6 +190,14 @@ def _start(
             sock.setsockopt(level, option, value)
         if source_address is not None:
             sock.bind(source_address)
+        if block is not None and block > 0:
+            sock.settimeout(None if math.isinf(block) else block)
+            try:
+                sock.connect(sockaddr)
+            except TimeoutError:  # still connecting in the kernel; the race takes it from here
+                sock.setblocking(False)
+                return sock, False
+            return sock, True
         sock.setblocking(False)
         err = sock.connect_ex(sockaddr)
         if err and err not in _IN_PROGRESS:

@@ -7,8 +7,8 @@ module resolves with dnspython and keeps the answers:
 * Record TTLs are honoured (RFC 1035 §3.2.1; RFC 2181 §8), clamped to ``[min_ttl, max_ttl]``.
 * NXDOMAIN and failures (SERVFAIL, timeouts) are cached for ``negative_ttl`` (RFC 2308 §5, §7;
   RFC 9520 makes caching resolution failures mandatory, for at most 5 min). NODATA (a name without
-  AAAA) is an answer, not a failure: it is cached for the SOA's negative TTL, or ``negative_ttl``
-  when the response carries no SOA.
+  AAAA) is an answer, not a failure: it is cached like one, for the SOA's negative TTL (300 s
+  without an SOA, as dnspython and most resolvers do), within the same clamps.
 * When the resolver fails, the last good answer is served for up to ``stale_ttl`` after it expired,
   with a background re-check at most once per 30 s (RFC 8767 §4, §5).
 * An answer in use is refreshed in the background at 85% of its TTL (prefetch, as CoreDNS and
@@ -229,12 +229,16 @@ def interleave(addresses: Sequence[str]) -> list[str]:
     RFC 8305 §4 (First Address Family Count 1): ``[v6a, v6b, v4a, v4b]`` → ``[v6a, v4a, v6b, v4b]``.
     """
     v6 = [a for a in addresses if ":" in a]
-    v4 = [a for a in addresses if ":" not in a]
-    if not v6 or not v4:
+    if not v6 or len(v6) == len(addresses):
         return list(addresses)
-    out: list[str] = []
-    for i in range(max(len(v6), len(v4))):
-        out.extend(family[i] for family in (v6, v4) if i < len(family))
+    return _merge(v6, [a for a in addresses if ":" not in a])
+
+
+def _merge(v6: Sequence[str], v4: Sequence[str]) -> list[str]:
+    """``[v6[0], v4[0], v6[1], v4[1], ...]``, then the rest of the longer list."""
+    out = [a for pair in zip(v6, v4, strict=False) for a in pair]
+    shorter = min(len(v6), len(v4))
+    out.extend(v6[shorter:] if len(v6) > shorter else v4[shorter:])
     return out
 
 
@@ -330,7 +334,7 @@ class DnsCache:
         now = self._clock()
         from_hosts = self._hosts.lookup(name, now)
         if from_hosts is not None:
-            return self._order(name, from_hosts, now)
+            return self._order(name, interleave(from_hosts), now)
 
         keys = ((name, _AAAA), (name, _A))
         entries: list[_Entry | None] = [None, None]
@@ -369,9 +373,8 @@ class DnsCache:
                 for i, key in enumerate(keys):
                     if key in lookups:
                         entry = self._entries.get(key)
-                        if entry is not None and entry.failing:
-                            stale = True
-                        entries[i] = self._after_lookup(entry, now)
+                        used = entries[i] = self._after_lookup(entry, now)
+                        stale = stale or (used is entry and used.failing)
                 if stale:
                     self._stale_served += 1
         return self._answer(host, name, entries, now)
@@ -580,15 +583,15 @@ class DnsCache:
         except (dns.exception.DNSException, OSError, ValueError) as exc:
             error, reason = socket.EAI_AGAIN, f"{type(exc).__name__}: {exc}"
         else:
-            if answer.rrset is not None:
-                addresses = tuple(dict.fromkeys(str(rdata) for rdata in answer.rrset))
-                ttl = answer.chaining_result.minimum_ttl
-            else:
-                # NODATA. RFC 2308 §5: without an SOA, a negative answer should not be cached
-                # for long; with one, its TTL is min(SOA TTL, SOA MINIMUM).
-                addresses = ()
-                if any(r.rdtype == dns.rdatatype.SOA for r in answer.response.authority):
-                    ttl = answer.chaining_result.minimum_ttl
+            # The smallest TTL along the CNAME chain and of the answer; for NODATA, RFC 2308 §5's
+            # min(SOA TTL, SOA MINIMUM), or dnspython's 300 s when the server sent no SOA (a
+            # v4-only name must not cost an AAAA query every few seconds). Clamped in _store.
+            ttl = answer.chaining_result.minimum_ttl
+            addresses = (
+                tuple(dict.fromkeys(str(rdata) for rdata in answer.rrset))
+                if answer.rrset is not None
+                else ()
+            )
         elapsed = time.perf_counter() - started
         now = self._clock()
         with self._lock:
@@ -650,12 +653,8 @@ class DnsCache:
 
     def _answer(self, host: str, name: str, entries: list[_Entry | None], now: float) -> list[str]:
         v6, v4 = ((entry.addresses or ()) if entry is not None else () for entry in entries)
-        if v6 and v4:
-            addresses: Sequence[str] = interleave(v6 + v4)
-        else:
-            addresses = v6 or v4
-        if addresses:
-            return self._order(name, addresses, now)
+        if v6 or v4:
+            return self._order(name, _merge(v6, v4) if v6 and v4 else list(v6 or v4), now)
         codes = {entry.error for entry in entries if entry is not None}
         if socket.EAI_NONAME in codes:
             code, detail = socket.EAI_NONAME, "NXDOMAIN"
@@ -665,9 +664,8 @@ class DnsCache:
             code, detail = _EAI_NODATA, "no A or AAAA record"
         raise socket.gaierror(code, f"{_MESSAGES[code]} ({detail} for {host!r})")
 
-    def _order(self, name: str, addresses: Sequence[str], now: float) -> list[str]:
-        """Interleave families, then move recently failed addresses last, oldest failure first."""
-        ordered = interleave(addresses)
+    def _order(self, name: str, ordered: list[str], now: float) -> list[str]:
+        """Move recently failed addresses last (oldest failure first), in place."""
         if not self._failed:
             return ordered
         with self._lock:
