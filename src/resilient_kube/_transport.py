@@ -213,8 +213,11 @@ class Transport(RequestMethods):
     def _new_call(self, method: str, url: str, kw: dict[str, Any]) -> _Call:
         settings = self.settings
         # Cheap test first: most calls have neither word in the URL.
-        query = parse_qs(urlsplit(url).query) if ("watch" in url or "follow" in url) else {}
-        streaming = _query_flag(query, "watch") or _query_flag(query, "follow")
+        query: dict[str, list[str]] = {}
+        streaming = False
+        if "watch" in url or "follow" in url:
+            query = parse_qs(urlsplit(url).query)
+            streaming = _query_flag(query, "watch") or _query_flag(query, "follow")
         connect, read = settings.connect_timeout, settings.read_timeout
         deadline = settings.deadline
         timeout = kw.pop("timeout", None)
