@@ -82,6 +82,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
                 negative_ttl=settings.dns_negative_ttl,
                 stale_ttl=settings.dns_stale_ttl,
                 timeout=settings.dns_timeout,
+                clock=clock,
             )
             if settings.dns_cache
             else None

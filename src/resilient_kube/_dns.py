@@ -380,10 +380,12 @@ class DnsCache:
         return self._answer(host, name, entries, now)
 
     def is_current(self, host: str, address: str) -> bool:
-        """False once ``address`` has left the cached answer for ``host``; no I/O.
+        """False once ``address`` has left the cached answer for ``host``; never waits on I/O.
 
         Unknown names and lookups that failed with nothing to compare count as current: a pooled
-        connection is retired only when DNS positively gave a different answer.
+        connection is retired only when DNS positively gave a different answer. A pooled
+        connection does not resolve, so this is where a busy client notices that an answer is due
+        for its refresh: it starts one in the background, and a later check sees the result.
         """
         literal = _literal(host)
         if literal is not None:
@@ -392,8 +394,20 @@ class DnsCache:
         from_hosts = self._hosts.peek(name)
         if from_hosts is not None:
             return any(_same_address(a, address) for a in from_hosts)
+        key = (name, _AAAA if ":" in address else _A)
+        now = self._clock()
+        background: list[tuple[_Key, _Flight]] = []
         with self._lock:
-            entry = self._entries.get((name, _AAAA if ":" in address else _A))
+            entry = self._entries.get(key)
+            if (
+                entry is not None
+                and now >= entry.refresh_at
+                and (not entry.failing or now >= entry.recheck_at)
+            ):
+                self._start_background(key, entry, now, background)
+        for flight_key, flight in background:
+            if not self._submit(flight_key, flight):
+                self._release(flight_key, flight)
         if entry is None or entry.addresses is None:
             return True
         return address in entry.addresses or any(_same_address(a, address) for a in entry.addresses)
