@@ -16,6 +16,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -134,7 +135,7 @@ def overhead(quick: bool) -> dict[str, Any]:
                     stats = server.command("stats")
                     rows[name].append((calls / wall, cpu / calls * 1e6, stats["connections"]))
                     api_client.close()
-            summary = {
+            summary: dict[str, Any] = {
                 name: {
                     "gets_per_second": max(row[0] for row in values),
                     "cpu_us_per_call": min(row[1] for row in values),
@@ -164,7 +165,7 @@ def _server() -> Iterator[FakeApiServer]:
         yield server
 
 
-def _masking_run(
+def _masking_run(  # noqa: PLR0917  # one scenario's parameters, in reading order
     server: FakeApiServer,
     api_client: Any,
     calls: int,
@@ -243,10 +244,8 @@ def _post_reset() -> dict[str, int]:
         v1 = client.CoreV1Api(api_client)
         server.inject(ResetConnection(), verb="create", times=1)
         body = {"metadata": {"name": "once"}, "data": {"k": "v"}}
-        try:
+        with contextlib.suppress(resilient_kube.ConnectionReset):
             v1.create_namespaced_config_map("default", body)
-        except resilient_kube.ConnectionReset:
-            pass
         sent = server.request_count("create")
         api_client.close()
     return {"posts_on_wire": sent}
@@ -282,10 +281,8 @@ def outage(seconds: float) -> dict[str, float]:
         def work() -> None:
             nonlocal calls
             while time.monotonic() < stop_at:
-                try:
+                with contextlib.suppress(client.ApiException):
                     v1.read_namespace("default")
-                except client.ApiException:
-                    pass
                 with lock:
                     calls += 1
 

@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_client
 import bench_dns
 import bench_limiter
-
 from resilient_kube.testing import FakeApiServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +227,10 @@ def render(results: dict[str, Any], images: list[str]) -> str:
         _row("limiter", "qps", "threads", "error %", "excess"),
         _row("---", "---:", "---:", "---:", "---:"),
     ]
-    for name, cells in (("resilient_kube", limiter["precision"]), ("pyrate-limiter", limiter["peers"])):
+    for name, cells in (
+        ("resilient_kube", limiter["precision"]),
+        ("pyrate-limiter", limiter["peers"]),
+    ):
         for cell in cells:
             excess = cell.get("excess_slots", cell.get("excess_returns"))
             lines.append(

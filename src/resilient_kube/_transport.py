@@ -189,7 +189,7 @@ class Transport(RequestMethods):
                 state.set_result(outcome)
             action = retrying.iter(state)
             if not isinstance(action, tenacity.DoSleep):
-                return action  # type: ignore[no-any-return]  # the response, or it raised
+                return action  # type: ignore[return-value]  # the response (or iter raised)
             state.prepare_for_next_attempt()
             retrying.sleep(action)
             try:
@@ -340,7 +340,7 @@ class Transport(RequestMethods):
 
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
         outcome = state.outcome
-        assert outcome is not None  # noqa: S101  # Defensive: tenacity sets it before asking
+        assert outcome is not None  # Defensive: tenacity sets it before asking
         return self._retryable(state.args[0], outcome.exception() or outcome.result())
 
     def _retryable(self, call: _Call, outcome: object) -> bool:

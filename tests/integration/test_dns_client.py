@@ -89,27 +89,26 @@ def test_tls_still_verifies_the_name_not_the_address(dnsmasq: Dnsmasq) -> None:
 
 def test_traffic_follows_an_answer_change(dnsmasq: Dnsmasq) -> None:
     clock = FakeClock()
-    with FakeApiServer() as old:
-        with FakeApiServer(host="127.0.0.2", port=old.port) as new:
-            api_client = ApiClient(
-                named_configuration(old),
-                dns_nameservers=[dnsmasq.nameserver],
-                dns_min_ttl=1,
-                clock=clock,
-            )
-            v1 = client.CoreV1Api(api_client)
-            v1.list_namespace()
-            assert old.request_count() == 1
-            dnsmasq.set_hosts({NAME: ["127.0.0.2"]})
-            clock.now += TTL + 1  # the answer is due for its refresh
-            looked_up = dns_stats(api_client).lookup_seconds
-            v1.list_namespace()  # still on the pooled connection; starts the refresh
-            # The refresh runs in the background; its answer is stored with its timing.
-            assert wait_until(lambda: dns_stats(api_client).lookup_seconds > looked_up)
-            v1.list_namespace()  # the old address left the answer: retired, reconnected
-            assert new.request_count() == 1
-            assert api_client.stats().transport.connections_retired == 1
-            api_client.close()
+    with FakeApiServer() as old, FakeApiServer(host="127.0.0.2", port=old.port) as new:
+        api_client = ApiClient(
+            named_configuration(old),
+            dns_nameservers=[dnsmasq.nameserver],
+            dns_min_ttl=1,
+            clock=clock,
+        )
+        v1 = client.CoreV1Api(api_client)
+        v1.list_namespace()
+        assert old.request_count() == 1
+        dnsmasq.set_hosts({NAME: ["127.0.0.2"]})
+        clock.now += TTL + 1  # the answer is due for its refresh
+        looked_up = dns_stats(api_client).lookup_seconds
+        v1.list_namespace()  # still on the pooled connection; starts the refresh
+        # The refresh runs in the background; its answer is stored with its timing.
+        assert wait_until(lambda: dns_stats(api_client).lookup_seconds > looked_up)
+        v1.list_namespace()  # the old address left the answer: retired, reconnected
+        assert new.request_count() == 1
+        assert api_client.stats().transport.connections_retired == 1
+        api_client.close()
 
 
 def test_calls_keep_working_on_stale_answers_when_dns_is_down(dnsmasq: Dnsmasq) -> None:
