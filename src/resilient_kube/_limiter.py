@@ -229,7 +229,7 @@ class TokenBucket:
         return wait
 
     def on_throttled(self) -> None:
-        """The server answered 429: multiply the effective rate by one half (the MD of AIMD).
+        """The server answered 429: empty the bucket and halve the effective rate (AIMD's MD).
 
         ``rate = max(rate / 2, floor)`` with ``floor = min(qps, max(qps/16, 1))``, at most once per
         ``DECREASE_HOLD`` (1 s): a burst of 429s for requests that were already in flight counts
@@ -238,6 +238,9 @@ class TokenBucket:
         with self._lock:
             self._throttled += 1
             now = self._clock()
+            # Spend the saved-up burst as well: the server has no room for one, so from now on
+            # every thread is paced at the (reduced) rate. No token is created: tat only grows.
+            self._tat = max(self._tat, now + self._tau)
             if now - self._decreased_at < DECREASE_HOLD:
                 return
             self._decreased_at = now

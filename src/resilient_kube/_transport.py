@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -365,7 +366,10 @@ class Transport(RequestMethods):
     def _wait(self, state: tenacity.RetryCallState) -> float:
         call: _Call = state.args[0]
         if call.retry_after is not None:
-            return call.retry_after
+            # Never earlier than asked, but spread out: threads refused together must not all
+            # come back at the same instant and collide again.
+            spread = max(self.settings.backoff_base, call.retry_after / 4)
+            return call.retry_after + random.uniform(0, spread)  # noqa: S311  # jitter, not crypto
         return float(self._jitter(state))
 
     def _stop(self, state: tenacity.RetryCallState) -> bool:
@@ -381,7 +385,9 @@ class Transport(RequestMethods):
         if remaining is not None and wait >= remaining:
             call.stop_reason = "deadline"
             return True
-        if not self.budget.try_withdraw():
+        # A retry paced by the server's own Retry-After is the server's decision, not load we add
+        # on our own: only the retries we time ourselves draw on the budget.
+        if call.retry_after is None and not self.budget.try_withdraw():
             call.stop_reason = "budget"
             self.counters.add("budget_refusals")
             return True

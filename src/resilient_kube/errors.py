@@ -17,7 +17,7 @@ Everything else is one tree::
         ├── NameResolutionError(.., urllib3 NameResolutionError)  DNS failed for .host
         ├── ConnectError(.., urllib3 NewConnectionError)          refused, unreachable
         ├── ConnectionReset(.., urllib3 ProtocolError)            reset, closed or truncated mid-call
-        ├── TLSError(.., urllib3 SSLError)                        handshake or certificate failure
+        ├── TLSError (.reason is urllib3's SSLError)               handshake or certificate failure
         └── RetryBudgetExhausted                                  retries were refused to protect the server
 
 Every ``TransportError`` carries ``attempts`` (wire attempts made), ``last_error`` (the last underlying
@@ -35,7 +35,7 @@ stock client (urllib3 retries)         resilient_kube
 ``NewConnectionError``                 ``ConnectError``
 ``NameResolutionError``                ``NameResolutionError``
 ``ProtocolError``                      ``ConnectionReset``
-``SSLError`` (``ApiException`` 0)      ``TLSError``; ``kubernetes`` turns it into ``ApiException(status=0)``
+``MaxRetryError(reason=SSLError)``     ``TLSError`` (a ``MaxRetryError`` whose ``reason`` is the ``SSLError``)
 =====================================  ==============================================================
 """
 
@@ -185,7 +185,7 @@ class ConnectionReset(TransportError, u3.ProtocolError):
     """The connection was reset, closed or cut short after the request was sent."""
 
 
-class TLSError(TransportError, u3.SSLError):
+class TLSError(TransportError):
     """The TLS handshake failed, for example because the certificate did not verify."""
 
 

@@ -350,11 +350,11 @@ def test_success_at_full_rate_changes_nothing() -> None:
     assert bucket.acquire() == pytest.approx(0.05)
 
 
-def test_decrease_on_a_full_bucket_creates_no_tokens() -> None:
+def test_throttle_empties_a_full_bucket_and_halves_the_rate() -> None:
     bucket, clock = make(qps=10.0, burst=3, clock=FakeClock(advance_on_sleep=False))
-    bucket.on_throttled()  # 5/s now
+    bucket.on_throttled()  # 5/s now, and the saved-up burst is gone
     slots = [slot_of(bucket, clock) for _ in range(5)]
-    assert slots == pytest.approx([START, START, START, START + 0.2, START + 0.4])
+    assert slots == pytest.approx([START, START + 0.2, START + 0.4, START + 0.6, START + 0.8])
 
 
 def test_increase_keeps_reserved_slots_and_spaces_the_next() -> None:
@@ -372,13 +372,12 @@ def test_increase_keeps_reserved_slots_and_spaces_the_next() -> None:
     assert nxt > slots[-1]
 
 
-def test_partly_full_bucket_keeps_its_tokens_across_a_change() -> None:
+def test_throttle_spends_a_partly_full_bucket() -> None:
     bucket, _clock = make(qps=10.0, burst=4, clock=FakeClock(advance_on_sleep=False))
     bucket.acquire()
     bucket.acquire()  # 2 tokens left
-    bucket.on_throttled()
-    assert [bucket.acquire(), bucket.acquire()] == [0.0, 0.0]
-    assert bucket.acquire() == pytest.approx(0.2)
+    bucket.on_throttled()  # ... and spent: the server has no room for a burst
+    assert [bucket.acquire(), bucket.acquire()] == pytest.approx([0.0, 0.2])
 
 
 # --- stats, flow control, logging, validation -----------------------------------------------
