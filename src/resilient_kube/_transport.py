@@ -369,7 +369,7 @@ class Transport(RequestMethods):
             # Never earlier than asked, but spread out: threads refused together must not all
             # come back at the same instant and collide again.
             spread = max(self.settings.backoff_base, call.retry_after / 4)
-            return call.retry_after + random.uniform(0, spread)  # noqa: S311  # jitter, not crypto
+            return call.retry_after + random.uniform(0, spread)  # jitter, not crypto
         return float(self._jitter(state))
 
     def _stop(self, state: tenacity.RetryCallState) -> bool:

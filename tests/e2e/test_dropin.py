@@ -300,8 +300,8 @@ def test_tls_verification_uses_the_kubeconfig_ca(apiserver: ApiServer, tmp_path:
 
     # ... and a CA that signed nothing fails. The stock client tries the handshake 4 times
     # (urllib3's default Retry(3)) and raises MaxRetryError; resilient_kube does not repeat a
-    # verification failure, and its TLSError (an urllib3 SSLError) reaches the official REST
-    # layer, which turns it into ApiException(status=0).
+    # verification failure and raises TLSError, which is a MaxRetryError with the same reason,
+    # so the stock client's except clause catches both.
     wrong = apiserver.write_kubeconfig(
         tmp_path / "wrong-ca.kubeconfig", ca_path=apiserver.pki.wrong_ca_path
     )
@@ -312,10 +312,10 @@ def test_tls_verification_uses_the_kubeconfig_ca(apiserver: ApiServer, tmp_path:
 
     start = time.monotonic()
     with resilient_kube.ClientFactory(kubeconfig=wrong) as kube:
-        with pytest.raises(ApiException) as error:
+        with pytest.raises(urllib3.exceptions.MaxRetryError) as error:
             kube.core_v1().list_namespace()
         assert kube.stats().transport.attempts == 1
-    assert error.value.status == 0
+    assert isinstance(error.value, resilient_kube.errors.TLSError)
+    assert isinstance(error.value.reason, urllib3.exceptions.SSLError)
     assert "CERTIFICATE_VERIFY_FAILED" in str(error.value)
-    assert isinstance(error.value.__context__, resilient_kube.errors.TLSError)
     assert time.monotonic() - start < 5
