@@ -121,20 +121,29 @@ class ResilientHTTPSConnection(_ConnectionMixin, urllib3.connection.HTTPSConnect
 
 
 class _PoolMixin:
-    """Stamp connections on release; expire or retire stale ones at checkout."""
+    """Stamp connections on release; expire or retire stale ones at checkout.
+
+    Mixed in before urllib3's pool classes, so ``super()`` reaches them.
+    """
 
     rk_context: PoolContext
     #: Whether this pool's host is a name the DNS cache answers for (not an IP literal).
     rk_follows_dns: bool
     host: str
 
-    def _rk_setup(self, context: PoolContext) -> None:
-        self.rk_context = context
-        self.rk_follows_dns = context.dns is not None and not _is_ip_literal(self.host)
+    def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rk_context = rk_context
+        self.rk_follows_dns = rk_context.dns is not None and not _is_ip_literal(self.host)
 
-    def _rk_checkout(self, conn: Any) -> Any:
+    def _new_conn(self) -> Any:
+        conn = super()._new_conn()  # type: ignore[misc]
+        conn.rk_context = self.rk_context
+        return conn
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
         context = self.rk_context
-        conn.rk_context = context
         if conn.sock is None:  # new, or dropped and reset by urllib3: it will connect afresh
             return conn
         idle_timeout = context.settings.pool_idle_timeout
@@ -153,39 +162,18 @@ class _PoolMixin:
             context.counters.add("connections_reused")
         return conn
 
-    def _rk_release(self, conn: Any) -> None:
+    def _put_conn(self, conn: Any) -> None:
         if conn is not None:
             conn.rk_released_at = self.rk_context.clock()
+        super()._put_conn(conn)  # type: ignore[misc]
 
 
 class ResilientHTTPConnectionPool(_PoolMixin, HTTPConnectionPool):
     ConnectionCls = ResilientHTTPConnection
 
-    def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rk_setup(rk_context)
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return self._rk_checkout(super()._get_conn(timeout))
-
-    def _put_conn(self, conn: Any) -> None:
-        self._rk_release(conn)
-        super()._put_conn(conn)
-
 
 class ResilientHTTPSConnectionPool(_PoolMixin, HTTPSConnectionPool):
     ConnectionCls = ResilientHTTPSConnection
-
-    def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rk_setup(rk_context)
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return self._rk_checkout(super()._get_conn(timeout))
-
-    def _put_conn(self, conn: Any) -> None:
-        self._rk_release(conn)
-        super()._put_conn(conn)
 
 
 def _is_ip_literal(host: str) -> bool:

@@ -66,7 +66,12 @@ class _Call:
 
     method: str
     url: str
-    kwargs: dict[str, Any]
+    #: What urllib3 gets for every attempt: the caller's arguments, the body never preloaded
+    #: (the attempt reads it itself, within the deadline).
+    send_kwargs: dict[str, Any]
+    #: What the caller asked of the response it gets back.
+    preload: bool
+    decode: bool
     streaming: bool
     replayable: bool
     #: ``retry_non_idempotent``: POST and PATCH may be re-sent after they may have arrived.
@@ -247,7 +252,9 @@ class Transport(RequestMethods):
         return _Call(
             method=method,
             url=url,
-            kwargs=kw,
+            send_kwargs={**kw, "preload_content": False},
+            preload=bool(kw.get("preload_content", True)),
+            decode=bool(kw.get("decode_content", True)),
             streaming=streaming,
             replayable=body is None or isinstance(body, (bytes, str)),
             repeat_unsafe=settings.retry_non_idempotent,
@@ -278,7 +285,7 @@ class Transport(RequestMethods):
                 redirect=False,
                 retries=_NO_RETRIES,
                 timeout=urllib3.Timeout(connect=connect, read=read),
-                **{**call.kwargs, "preload_content": False},
+                **call.send_kwargs,
             )
             buffered = self._finish(call, response)
         except (u3.HTTPError, OSError) as exc:
@@ -298,11 +305,7 @@ class Transport(RequestMethods):
                 self.limiter.on_throttled()
             else:
                 self.limiter.on_success()
-        if (
-            call.streaming
-            and response.status < 300
-            and not call.kwargs.get("preload_content", True)
-        ):
+        if call.streaming and response.status < 300 and not call.preload:
             return response
         body = self._read_body(call, response)
         return urllib3.HTTPResponse(
@@ -311,8 +314,8 @@ class Transport(RequestMethods):
             status=response.status,
             reason=response.reason,
             version=response.version,
-            preload_content=bool(call.kwargs.get("preload_content", True)),
-            decode_content=bool(call.kwargs.get("decode_content", True)),
+            preload_content=call.preload,
+            decode_content=call.decode,
             request_method=call.method,
             request_url=call.url,
         )
