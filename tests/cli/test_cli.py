@@ -1,0 +1,240 @@
+"""The ``resilient-kube`` command, run in-process through ``main`` (and once as ``python -m``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import resilient_kube
+from resilient_kube import cli
+from resilient_kube._doctor import search_list_queries
+from resilient_kube.testing import DEFAULT_TOKEN, FakeApiServer
+
+#: Small enough to finish in a few seconds: 24 calls at the demo's 20 calls/s per client.
+FAST_DEMO = ["demo", "--calls", "24", "--threads", "4", "--stock-timeout", "1"]
+
+CLIENT_KEYS = {
+    "client", "calls", "succeeded", "success_rate", "p50_ms", "p99_ms", "wire_requests",
+    "wire_requests_per_call", "connections_opened", "dns_queries", "dns_queries_measured",
+    "dead_server_seconds", "dead_server_gave_up", "dead_server_error", "errors",
+    "faults_served", "elapsed_seconds",
+}  # fmt: skip
+
+
+def test_help_runs_as_a_module() -> None:
+    # The subprocess imports the same copy of the package as this test does.
+    source = str(Path(resilient_kube.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "resilient_kube", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "demo" in done.stdout
+    assert "doctor" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["bogus"],
+        ["demo", "--threads", "0"],
+        ["demo", "--calls", "many"],
+        ["demo", "--stock-timeout", "0.5"],
+        ["doctor", "--no-such-flag"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--help"]) == 0
+    assert "--seed" in capsys.readouterr().out
+
+
+def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*FAST_DEMO, "--seed", "3", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["schema"] == "resilient-kube-demo/1"
+    assert document["seed"] == 3
+    assert document["calls"] == 24
+    assert document["threads"] == 4
+    assert set(document["versions"]) == {"resilient_kube", "kubernetes", "urllib3", "python"}
+    assert document["versions"]["resilient_kube"] == resilient_kube.__version__
+    assert all({"fault", "probability", "times"} <= set(f) for f in document["faults"])
+    assert set(document["clients"]) == {"stock", "resilient_kube"}
+    for name, client in document["clients"].items():
+        assert set(client) == CLIENT_KEYS
+        assert client["client"] == name
+        assert client["calls"] == 24
+        assert 0 <= client["success_rate"] <= 1
+        assert client["wire_requests"] >= client["calls"]
+    stock, resilient = document["clients"]["stock"], document["clients"]["resilient_kube"]
+    assert resilient["dns_queries_measured"] is True
+    assert stock["dns_queries_measured"] is False
+    assert stock["dns_queries"] == 2 * stock["connections_opened"]
+    # The stock client has no timeout: the demo gave up on it; resilient_kube met its deadline.
+    assert stock["dead_server_gave_up"] is True
+    assert resilient["dead_server_gave_up"] is False
+    assert resilient["dead_server_seconds"] < stock["dead_server_seconds"]
+
+
+def test_demo_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(FAST_DEMO) == 0
+    captured = capsys.readouterr()
+    for row in ("calls that succeeded", "p50 time", "p99 time", "requests on the wire",
+                "connections opened", "DNS queries", "time to fail on a dead server"):  # fmt: skip
+        assert row in captured.out
+    assert "(gave up)" in captured.out
+    # Progress goes to stderr, so that stdout holds only the table.
+    assert "stock: 24/24 calls" in captured.err
+
+
+# --- doctor ---------------------------------------------------------------------------------
+
+
+def _doctor_json(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, object]]:
+    code = cli.main([*argv, "--json"])
+    captured = capsys.readouterr()
+    assert DEFAULT_TOKEN not in captured.out + captured.err
+    document: dict[str, object] = json.loads(captured.out)
+    return code, document
+
+
+def _phases(document: dict[str, object]) -> dict[str, dict[str, object]]:
+    phases = document["phases"]
+    assert isinstance(phases, list)
+    return {phase["name"]: phase for phase in phases}
+
+
+def test_doctor_against_a_fake_server(
+    fake_api_server: FakeApiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = fake_api_server.write_kubeconfig(tmp_path / "kubeconfig")
+    code, document = _doctor_json(["doctor", "--kubeconfig", str(kubeconfig)], capsys)
+    assert code == 0
+    assert document["schema"] == "resilient-kube-doctor/1"
+    assert document["ok"] is True
+    assert document["embedded"] is False
+    assert document["server"] == fake_api_server.url
+    phases = _phases(document)
+    assert list(phases) == ["kubeconfig", "dns", "tcp", "version", "list", "clock"]
+    assert all(phase["status"] == "ok" for phase in phases.values())
+    assert phases["list"]["details"]["status"] == 200  # type: ignore[index]
+    assert phases["kubeconfig"]["details"]["credentials"] == "bearer token"  # type: ignore[index]
+    recommendations = document["recommendations"]
+    assert isinstance(recommendations, dict)
+    assert {"connect_timeout", "read_timeout", "deadline", "qps", "burst"} <= set(recommendations)
+    # Every recommendation is a valid setting.
+    resilient_kube.Settings(**recommendations)
+
+
+def test_doctor_tls_phase(
+    fake_api_server_tls: FakeApiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = fake_api_server_tls.write_kubeconfig(tmp_path / "kubeconfig")
+    code, document = _doctor_json(["doctor", "--kubeconfig", str(kubeconfig)], capsys)
+    assert code == 0
+    tls = _phases(document)["tls"]
+    assert tls["status"] == "ok"
+    details = tls["details"]
+    assert isinstance(details, dict)
+    assert details["version"].startswith("TLS")
+    assert "IP Address:127.0.0.1" in details["san"]
+    assert details["verified_with"] == "the kubeconfig's CA"
+
+
+def test_doctor_text_output_never_shows_the_token(
+    fake_api_server: FakeApiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = fake_api_server.write_kubeconfig(tmp_path / "kubeconfig")
+    assert cli.main(["doctor", "--kubeconfig", str(kubeconfig)]) == 0
+    captured = capsys.readouterr()
+    assert DEFAULT_TOKEN not in captured.out + captured.err
+    assert "Authorization" not in captured.out
+    assert "Recommended: resilient_kube.ApiClient(configuration, " in captured.out
+
+
+def test_doctor_names_the_failed_phase_when_the_server_is_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeApiServer() as server:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    # Stopped: the port refuses connections.
+    assert cli.main(["doctor", "--kubeconfig", str(kubeconfig)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED at phase 'tcp'" in out
+    assert "ConnectionRefusedError" in out
+    assert "check that the API server runs" in out
+    code, document = _doctor_json(["doctor", "--kubeconfig", str(kubeconfig)], capsys)
+    assert code == 1
+    assert document["ok"] is False
+    phases = _phases(document)
+    assert phases["tcp"]["status"] == "failed"
+    assert phases["version"]["status"] == "skipped"
+    assert phases["list"]["status"] == "skipped"
+    assert document["recommendations"] == {}
+
+
+def test_doctor_reports_a_bad_kubeconfig(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("apiVersion: v1\nkind: Config\n", encoding="utf-8")
+    code, document = _doctor_json(["doctor", "--kubeconfig", str(broken)], capsys)
+    assert code == 1
+    assert _phases(document)["kubeconfig"]["status"] == "failed"
+
+
+def test_doctor_without_a_kubeconfig_uses_the_embedded_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config there
+    code, document = _doctor_json(["doctor"], capsys)
+    assert code == 0
+    assert document["embedded"] is True
+    assert "embedded fake API server" in " ".join(document["notes"])  # type: ignore[arg-type]
+
+
+def test_doctor_plain_text_without_rich(
+    fake_api_server: FakeApiServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # rich is optional (the `cli` extra): the seam is the one function that imports it.
+    monkeypatch.setattr(cli, "_rich", lambda: None)
+    kubeconfig = fake_api_server.write_kubeconfig(tmp_path / "kubeconfig")
+    assert cli.main(["doctor", "--kubeconfig", str(kubeconfig)]) == 0
+    out = capsys.readouterr().out
+    assert "phase" in out
+    assert "┃" not in out  # no rich box drawing
+
+
+@pytest.mark.parametrize(
+    ("host", "search", "ndots", "queries"),
+    [
+        ("api.example.com", [], 1, 2),
+        ("api.example.com", ["a.svc", "svc", "cluster.local"], 5, 8),
+        ("api.example.com.", ["a.svc", "svc", "cluster.local"], 5, 2),
+        ("api.example.com", ["corp"], 1, 2),
+        ("kubernetes", ["corp"], 1, 4),
+    ],
+)
+def test_search_list_queries(host: str, search: list[str], ndots: int, queries: int) -> None:
+    assert search_list_queries(host, search, ndots) == queries
