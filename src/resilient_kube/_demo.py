@@ -1,7 +1,8 @@
 """``resilient-kube demo``: one controller-like workload, stock client and resilient_kube side by side.
 
 Everything runs in this process on loopback: a ``FakeApiServer`` that misbehaves on a seeded schedule,
-a small DNS server (``_demo_dns``) that serves the name resilient_kube connects to, and a listener
+a small DNS server (``resilient_kube.testing.FakeDnsServer``) that serves the name resilient_kube
+connects to, and a listener
 whose accept queue is full (a dead server) for the time-to-fail probe. Each client gets a fresh
 server with the same fault rules and the same seeds, so a run is comparable with itself.
 """
@@ -25,9 +26,9 @@ import urllib3
 from kubernetes.client.rest import ApiException
 
 from ._client import ApiClient
-from ._demo_dns import DemoResolver
 from .testing import (
     FakeApiServer,
+    FakeDnsServer,
     ResetConnection,
     Stall,
     StatusFault,
@@ -320,7 +321,7 @@ class _DeadServerProbe:
 
 
 def _make_client(
-    name: str, url: str, resolver: DemoResolver, **tuning: Any
+    name: str, url: str, resolver: FakeDnsServer, **tuning: Any
 ) -> kubernetes.client.ApiClient:
     config = kubernetes.client.Configuration(host=url)
     if name == "resilient_kube":
@@ -330,7 +331,7 @@ def _make_client(
 
 
 def _run_client(
-    name: str, options: DemoOptions, resolver: DemoResolver, progress: Progress
+    name: str, options: DemoOptions, resolver: FakeDnsServer, progress: Progress
 ) -> ClientResult:
     """Run the workload through client ``name`` against a fresh, misbehaving server."""
     resilient = name == "resilient_kube"
@@ -416,7 +417,7 @@ def run_demo(options: DemoOptions, progress: Progress | None = None) -> DemoResu
     for logger in quiet:
         logger.setLevel(logging.CRITICAL)
     try:
-        with DemoResolver({DEMO_NAME: ["127.0.0.1"]}, ttl=DEMO_TTL) as resolver:
+        with FakeDnsServer({DEMO_NAME: ["127.0.0.1"]}, ttl=DEMO_TTL) as resolver:
             probes: dict[str, _DeadServerProbe] = {}
             for name in CLIENTS:
                 if name == "resilient_kube":

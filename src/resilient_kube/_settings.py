@@ -128,7 +128,8 @@ class Settings:
     # --- retries ----------------------------------------------------------------------------
     #: Wire attempts per call, the first one included. 1 turns retries off.
     max_attempts: int = 5
-    #: Full-jitter backoff: attempt n waits uniform(0, min(backoff_max, backoff_base * 2**n)).
+    #: Full-jitter backoff: the n-th retry (n = 1, 2, ...) waits
+    #: uniform(0, min(backoff_max, backoff_base * 2**(n - 1))).
     backoff_base: float = 0.1
     backoff_max: float = 10.0
     #: The longest Retry-After honoured; a server asking for more gets its answer returned.

@@ -5,7 +5,7 @@
 
     deadline --> limiter wait --> attempt (urllib3, retries off) --> classify --> wait or return
                  ^                                                           |
-                 +------------------ tenacity: stop on attempts | deadline | budget
+                 +-- tenacity: stop on attempts | deadline | budget | Retry-After too long
 
 Streams (``watch=true``, ``follow=true``) skip the limiter and the deadline, and get a read timeout
 of the server's ``timeoutSeconds`` plus a margin instead of ``read_timeout``. Other calls have their
@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -240,6 +241,7 @@ class Transport(RequestMethods):
         elif isinstance(timeout, (int, float)):
             deadline = float(timeout) if deadline is None else min(deadline, float(timeout))
         if streaming:
+            # A stream lives as long as the server keeps it: no deadline, no limiter.
             deadline = None
             if timeout is None:
                 seconds = query.get("timeoutSeconds", [""])[-1]
@@ -248,6 +250,12 @@ class Transport(RequestMethods):
                     if seconds.isascii() and seconds.isdigit()
                     else None
                 )
+            elif isinstance(timeout, (int, float)) or _seconds(timeout.total) is not None:
+                # _request_timeout=N on a stream: as in the stock client, N bounds each wait for
+                # bytes (urllib3 applies the total to every read of a stream).
+                total = float(timeout) if isinstance(timeout, (int, float)) else timeout.total
+                read = total
+                connect = total if connect is None else min(connect, total)
         body = kw.get("body")
         return _Call(
             method=method,
@@ -357,9 +365,9 @@ class Transport(RequestMethods):
         status = outcome.status
         if status < 429:  # the fast path: success and ordinary client errors are final
             return False
-        delay = None
-        if status in (429, 503):
-            delay = server_retry_after(outcome.headers, outcome.data)
+        # The API server also sends Status.details.retryAfterSeconds with some 500s ("too many
+        # requests"); a delay it asks for is honoured whatever the status.
+        delay = server_retry_after(outcome.headers, outcome.data)
         failure = classify_status(status, has_retry_after=delay is not None)
         if failure is None:
             return False
@@ -478,9 +486,17 @@ _ERRORS: dict[str, tuple[type[errors.TransportError], str]] = {
 
 
 def _describe(cause: BaseException) -> str:
-    """The innermost useful message of a urllib3 error, without the pool's repr."""
+    """The innermost useful message of a urllib3 error, without the pool's or connection's repr."""
     reason = getattr(cause, "reason", None)
     if isinstance(reason, BaseException):
         cause = reason
-    text = str(cause) or type(cause).__name__
+    # ConnectTimeoutError(conn, message) keeps the message last; pool errors prefix "Pool(...): ".
+    last = cause.args[-1] if cause.args else None
+    text = last if len(cause.args) > 1 and isinstance(last, str) else str(cause)
+    text = _POOL_PREFIX.sub("", text) or type(cause).__name__
     return f"{type(cause).__name__}: {text}"
+
+
+_POOL_PREFIX = re.compile(
+    r"^\w*(?:ConnectionPool|Connection)\(host='[^']*', port=\d+\)(?: at 0x[0-9a-f]+)?>?: "
+)

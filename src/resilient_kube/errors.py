@@ -41,6 +41,7 @@ stock client (urllib3 retries)         resilient_kube
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import urllib3.exceptions as u3
@@ -104,22 +105,21 @@ class TransportError(ResilientKubeError, u3.MaxRetryError):
         return self.message
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only constructor: pickle through a helper so errors cross process boundaries.
-        return (
-            _rebuild,
-            (type(self), self.message, self.method, self.url, self.attempts, self.last_error),
-        )
+        # Keyword-only constructors: pickle the message and the attributes, for every subclass.
+        state = dict(self.__dict__)
+        try:
+            pickle.dumps(self.last_error)
+        except Exception:  # a cause holding a socket or a pool: keep its text
+            state["last_error"] = state["reason"] = None
+            state["message"] = self.message
+        return (_restore, (type(self), self.message, state))
 
 
-def _rebuild(  # noqa: PLR0917  # pickle passes the state positionally
-    cls: type[TransportError],
-    message: str,
-    method: str,
-    url: str,
-    attempts: int,
-    last_error: BaseException | None,
-) -> TransportError:
-    return cls(message, method=method, url=url, attempts=attempts, last_error=last_error)
+def _restore(cls: type[TransportError], message: str, state: dict[str, Any]) -> TransportError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class TimeoutException(u3.TimeoutError, TransportError):
@@ -148,13 +148,6 @@ class RateLimitTimeout(TimeoutException):
         super().__init__(message, **kwargs)
         self.wait = wait
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_rate_limit, (self.message, self.wait, self.method, self.url))
-
-
-def _rebuild_rate_limit(message: str, wait: float, method: str, url: str) -> RateLimitTimeout:
-    return RateLimitTimeout(message, wait=wait, method=method, url=url)
-
 
 # urllib3 types `pool` differently in its two bases; we set neither (see TransportError).
 class NameResolutionError(TransportError, u3.NameResolutionError):  # type: ignore[misc]
@@ -163,18 +156,6 @@ class NameResolutionError(TransportError, u3.NameResolutionError):  # type: igno
     def __init__(self, message: str, *, host: str = "", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.host = host
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            _rebuild_name_error,
-            (self.message, self.host, self.method, self.url, self.attempts),
-        )
-
-
-def _rebuild_name_error(
-    message: str, host: str, method: str, url: str, attempts: int
-) -> NameResolutionError:
-    return NameResolutionError(message, host=host, method=method, url=url, attempts=attempts)
 
 
 class ConnectError(TransportError, u3.NewConnectionError):  # type: ignore[misc]

@@ -16,7 +16,7 @@ import pytest
 
 from resilient_kube._dialer import create_connection
 from resilient_kube._dns import DnsCache
-from tests.helpers.dns_stub import DnsStub
+from resilient_kube.testing import FakeDnsServer
 
 HOST = "api.kube.test"
 STAGGER = 0.25
@@ -70,13 +70,13 @@ def listeners() -> Iterator[Listeners]:
 
 
 @pytest.fixture
-def stub() -> Iterator[DnsStub]:
-    with DnsStub(ttl=300) as server:
+def stub() -> Iterator[FakeDnsServer]:
+    with FakeDnsServer(ttl=300) as server:
         yield server
 
 
 @pytest.fixture
-def cache(stub: DnsStub) -> Iterator[DnsCache]:
+def cache(stub: FakeDnsServer) -> Iterator[DnsCache]:
     dns_cache = DnsCache(nameservers=[stub.nameserver], timeout=1.0, hosts_file="/nonexistent")
     yield dns_cache
     dns_cache.close()
@@ -93,7 +93,7 @@ def timed() -> Iterator[Callable[[], float]]:
 
 
 def test_black_holed_first_address_costs_one_stagger(
-    listeners: Listeners, stub: DnsStub, cache: DnsCache
+    listeners: Listeners, stub: FakeDnsServer, cache: DnsCache
 ) -> None:
     listeners.black_hole("127.0.0.2")
     listeners.working("127.0.0.3")
@@ -114,7 +114,7 @@ def test_black_holed_first_address_costs_one_stagger(
 
 
 def test_refused_address_starts_the_next_at_once_and_moves_last(
-    listeners: Listeners, stub: DnsStub, cache: DnsCache
+    listeners: Listeners, stub: FakeDnsServer, cache: DnsCache
 ) -> None:
     listeners.working("127.0.0.3")  # nothing on 127.0.0.1 at this port: refused
     stub.set(HOST, "127.0.0.1", "127.0.0.3")
@@ -127,7 +127,7 @@ def test_refused_address_starts_the_next_at_once_and_moves_last(
 
 
 def test_all_refused_raises_connection_refused(
-    listeners: Listeners, stub: DnsStub, cache: DnsCache
+    listeners: Listeners, stub: FakeDnsServer, cache: DnsCache
 ) -> None:
     stub.set(HOST, "127.0.0.1", "127.0.0.2")
     with timed() as elapsed, pytest.raises(ConnectionRefusedError):
@@ -136,7 +136,7 @@ def test_all_refused_raises_connection_refused(
 
 
 def test_all_black_holed_times_out_within_the_connect_timeout(
-    listeners: Listeners, stub: DnsStub, cache: DnsCache
+    listeners: Listeners, stub: FakeDnsServer, cache: DnsCache
 ) -> None:
     listeners.black_hole("127.0.0.2")
     listeners.black_hole("127.0.0.3")
@@ -147,13 +147,15 @@ def test_all_black_holed_times_out_within_the_connect_timeout(
     assert isinstance(TimeoutError(), socket.timeout)  # what urllib3 catches as a connect timeout
 
 
-def test_name_failure_raises_gaierror(listeners: Listeners, stub: DnsStub, cache: DnsCache) -> None:
+def test_name_failure_raises_gaierror(
+    listeners: Listeners, stub: FakeDnsServer, cache: DnsCache
+) -> None:
     with pytest.raises(socket.gaierror):
         create_connection(cache, "missing.kube.test", listeners.port, timeout=2.0)
 
 
 def test_socket_options_and_source_address_are_applied(
-    listeners: Listeners, stub: DnsStub, cache: DnsCache
+    listeners: Listeners, stub: FakeDnsServer, cache: DnsCache
 ) -> None:
     listeners.working("127.0.0.3")
     stub.set(HOST, "127.0.0.3")

@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from resilient_kube._dns import DnsCache
-from tests.helpers.dns_stub import DnsStub
+from resilient_kube.testing import FakeDnsServer
 
 HOST = "api.kube.test"
 
 
 @pytest.fixture
-def stub() -> Iterator[DnsStub]:
-    with DnsStub({HOST: ["127.0.0.1"]}, ttl=60) as server:
+def stub() -> Iterator[FakeDnsServer]:
+    with FakeDnsServer({HOST: ["127.0.0.1"]}, ttl=60) as server:
         yield server
 
 
@@ -33,14 +33,14 @@ class FakeClock:
 
 
 def make_cache(
-    stub: DnsStub, *, timeout: float, clock: Callable[[], float] = time.monotonic
+    stub: FakeDnsServer, *, timeout: float, clock: Callable[[], float] = time.monotonic
 ) -> DnsCache:
     return DnsCache(
         nameservers=[stub.nameserver], timeout=timeout, clock=clock, hosts_file="/nonexistent"
     )
 
 
-def test_slow_resolver_within_timeout_answers(stub: DnsStub) -> None:
+def test_slow_resolver_within_timeout_answers(stub: FakeDnsServer) -> None:
     stub.delay = 0.3
     cache = make_cache(stub, timeout=2.0)
     try:
@@ -57,7 +57,7 @@ def test_slow_resolver_within_timeout_answers(stub: DnsStub) -> None:
         cache.close()
 
 
-def test_dropped_queries_fail_within_the_timeout(stub: DnsStub) -> None:
+def test_dropped_queries_fail_within_the_timeout(stub: FakeDnsServer) -> None:
     stub.drop = True
     cache = make_cache(stub, timeout=0.5)
     try:
@@ -78,7 +78,7 @@ def test_dropped_queries_fail_within_the_timeout(stub: DnsStub) -> None:
 
 
 @pytest.mark.parametrize("fault", ["drop", "delay", "servfail"])
-def test_stale_answer_survives_resolver_faults(stub: DnsStub, fault: str) -> None:
+def test_stale_answer_survives_resolver_faults(stub: FakeDnsServer, fault: str) -> None:
     clock = FakeClock()
     cache = make_cache(stub, timeout=0.4, clock=clock)
     try:
@@ -104,7 +104,7 @@ def test_stale_answer_survives_resolver_faults(stub: DnsStub, fault: str) -> Non
         cache.close()
 
 
-def test_servfail_fails_fast(stub: DnsStub) -> None:
+def test_servfail_fails_fast(stub: FakeDnsServer) -> None:
     stub.servfail = True
     cache = make_cache(stub, timeout=2.0)
     try:
@@ -117,7 +117,7 @@ def test_servfail_fails_fast(stub: DnsStub) -> None:
         cache.close()
 
 
-def test_second_nameserver_answers_when_the_first_is_dead(stub: DnsStub) -> None:
+def test_second_nameserver_answers_when_the_first_is_dead(stub: FakeDnsServer) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
         dead.bind(("127.0.0.1", 0))  # bound, never read: queries to it are silently lost
         cache = DnsCache(

@@ -153,6 +153,22 @@ def test_watch_read_timeout_follows_timeout_seconds(
     api_client.close()
 
 
+def test_request_timeout_number_on_a_watch_bounds_each_wait_not_the_stream(
+    server: FakeApiServer,
+) -> None:
+    api_client = ApiClient(server.configuration(), read_timeout=0.3, deadline=0.5)
+    v1 = client.CoreV1Api(api_client)
+    start = time.monotonic()
+    events = list(
+        watch.Watch().stream(
+            v1.list_namespaced_config_map, "default", timeout_seconds=2, _request_timeout=5
+        )
+    )
+    assert events == []
+    assert time.monotonic() - start >= 1.9  # ended by timeoutSeconds, not by read_timeout
+    api_client.close()
+
+
 def test_healthy_watch_outlives_read_timeout_and_deadline(server: FakeApiServer) -> None:
     api_client = ApiClient(server.configuration(), read_timeout=0.3, deadline=0.5)
     v1 = client.CoreV1Api(api_client)

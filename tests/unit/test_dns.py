@@ -24,7 +24,7 @@ from resilient_kube._dns import (
     DnsStats,
     interleave,
 )
-from tests.helpers.dns_stub import DnsStub
+from resilient_kube.testing import FakeDnsServer
 
 HOST = "api.kube.test"
 
@@ -55,8 +55,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 @pytest.fixture
-def stub() -> Iterator[DnsStub]:
-    with DnsStub({HOST: ["127.0.0.1"]}, ttl=60) as server:
+def stub() -> Iterator[FakeDnsServer]:
+    with FakeDnsServer({HOST: ["127.0.0.1"]}, ttl=60) as server:
         yield server
 
 
@@ -74,7 +74,7 @@ def hosts_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_cache(
-    stub: DnsStub, clock: FakeClock, hosts_file: Path
+    stub: FakeDnsServer, clock: FakeClock, hosts_file: Path
 ) -> Iterator[Callable[..., DnsCache]]:
     caches: list[DnsCache] = []
 
@@ -108,7 +108,7 @@ def make_cache(
     ],
 )
 def test_ip_literals_are_returned_without_dns(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, host: str, expected: str
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, host: str, expected: str
 ) -> None:
     cache = make_cache()
     assert cache.resolve(host) == [expected]
@@ -119,7 +119,7 @@ def test_ip_literals_are_returned_without_dns(
 
 
 def test_hosts_file_names_bypass_dns(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, hosts_file: Path
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, hosts_file: Path
 ) -> None:
     hosts_file.write_text(
         "# comment\n127.0.0.5 Pinned.Kube.Test pinned-alias # trailing\n::1 pinned.kube.test\n"
@@ -155,7 +155,7 @@ def test_hosts_file_changes_are_picked_up(
 
 
 def test_one_query_per_record_type_then_hits(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     cache = make_cache()
     assert cache.resolve(HOST) == ["127.0.0.1"]
@@ -171,7 +171,7 @@ def test_one_query_per_record_type_then_hits(
 
 
 def test_names_are_fully_qualified_never_searched(
-    make_cache: Callable[..., DnsCache], stub: DnsStub
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer
 ) -> None:
     stub.set("kubernetes", "127.0.0.7")
     cache = make_cache()
@@ -180,7 +180,7 @@ def test_names_are_fully_qualified_never_searched(
 
 
 def test_answer_expires_after_its_ttl(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     cache = make_cache()
     cache.resolve(HOST)
@@ -204,7 +204,7 @@ def test_answer_expires_after_its_ttl(
 )
 def test_ttl_is_clamped(
     make_cache: Callable[..., DnsCache],
-    stub: DnsStub,
+    stub: FakeDnsServer,
     clock: FakeClock,
     case: tuple[int, float, float, dict[str, float]],
 ) -> None:
@@ -222,7 +222,7 @@ def test_ttl_is_clamped(
 
 
 def test_nxdomain_is_cached_for_negative_ttl(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     cache = make_cache(negative_ttl=5.0)
     with pytest.raises(socket.gaierror) as info:
@@ -241,7 +241,7 @@ def test_nxdomain_is_cached_for_negative_ttl(
 
 
 def test_servfail_is_cached_for_negative_ttl(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.servfail = True
     cache = make_cache(negative_ttl=5.0)
@@ -259,7 +259,7 @@ def test_servfail_is_cached_for_negative_ttl(
 
 
 def test_invalid_name_is_nxdomain_without_a_query(
-    make_cache: Callable[..., DnsCache], stub: DnsStub
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer
 ) -> None:
     cache = make_cache()
     for name in ("a..kube.test", "x" * 64 + ".test", "", "."):
@@ -270,7 +270,7 @@ def test_invalid_name_is_nxdomain_without_a_query(
 
 
 def test_missing_aaaa_is_an_answer_not_a_failure(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.ttl = 10
     stub.negative_soa = 100
@@ -284,7 +284,7 @@ def test_missing_aaaa_is_an_answer_not_a_failure(
 
 
 def test_nodata_without_soa_is_cached_like_an_answer(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.no_soa = True
     cache = make_cache(max_ttl=120.0)
@@ -299,7 +299,7 @@ def test_nodata_without_soa_is_cached_like_an_answer(
 
 
 def test_name_without_any_address_raises_nodata(
-    make_cache: Callable[..., DnsCache], stub: DnsStub
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer
 ) -> None:
     stub.set("empty.kube.test")
     cache = make_cache()
@@ -313,7 +313,7 @@ def test_name_without_any_address_raises_nodata(
 
 
 def test_stale_answer_is_served_when_the_resolver_fails(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.ttl = 10
     cache = make_cache()
@@ -341,7 +341,7 @@ def test_stale_answer_is_served_when_the_resolver_fails(
 
 
 def test_stale_answer_is_not_served_past_stale_ttl(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.ttl = 10
     cache = make_cache(stale_ttl=100.0)
@@ -356,7 +356,7 @@ def test_stale_answer_is_not_served_past_stale_ttl(
 
 
 def test_nxdomain_is_an_answer_and_ends_stale_serving(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.ttl = 10
     cache = make_cache()
@@ -370,7 +370,7 @@ def test_nxdomain_is_an_answer_and_ends_stale_serving(
 
 
 def test_one_record_type_failing_still_answers_with_the_other(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.set(HOST, "127.0.0.1", "::1")
     stub.ttl = 10
@@ -386,7 +386,7 @@ def test_one_record_type_failing_still_answers_with_the_other(
 
 
 def test_answer_in_use_is_refreshed_before_it_expires(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.ttl = 10
     cache = make_cache()
@@ -409,7 +409,7 @@ def test_answer_in_use_is_refreshed_before_it_expires(
 
 
 def test_failed_refresh_keeps_the_answer_and_serves_it_stale(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.ttl = 10
     cache = make_cache()
@@ -428,7 +428,7 @@ def test_failed_refresh_keeps_the_answer_and_serves_it_stale(
 
 
 def test_close_stops_background_refresh(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.ttl = 10
     cache = make_cache()
@@ -446,7 +446,7 @@ def test_close_stops_background_refresh(
 
 
 def test_concurrent_misses_share_one_lookup(
-    make_cache: Callable[..., DnsCache], stub: DnsStub
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer
 ) -> None:
     cache = make_cache(timeout=5.0)
     threads = 16
@@ -495,7 +495,7 @@ def test_interleave_follows_rfc8305() -> None:
 
 
 def test_failed_address_is_tried_last(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.set(HOST, "127.0.0.1", "127.0.0.2", "::1", "::2")
     cache = make_cache()
@@ -515,7 +515,7 @@ def test_failed_address_is_tried_last(
 
 
 def test_is_current_turns_false_when_the_answer_changes(
-    make_cache: Callable[..., DnsCache], stub: DnsStub, clock: FakeClock
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer, clock: FakeClock
 ) -> None:
     stub.set(HOST, "127.0.0.1", "::1")
     cache = make_cache()
@@ -534,7 +534,7 @@ def test_is_current_turns_false_when_the_answer_changes(
 
 
 def test_is_current_keeps_connections_while_dns_fails(
-    make_cache: Callable[..., DnsCache], stub: DnsStub
+    make_cache: Callable[..., DnsCache], stub: FakeDnsServer
 ) -> None:
     stub.servfail = True
     cache = make_cache()

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from ._dns import FakeDnsServer
 from ._faults import (
     CloseConnection,
     Delay,
@@ -37,6 +38,7 @@ __all__ = [
     "CustomResource",
     "Delay",
     "FakeApiServer",
+    "FakeDnsServer",
     "Fault",
     "FullAcceptQueueListener",
     "ResetConnection",

@@ -1,4 +1,4 @@
-"""A dnspython DNS server on 127.0.0.1 (UDP) in a thread, with knobs for faults.
+"""A DNS server on 127.0.0.1 (UDP, dnspython) in a thread, with knobs for faults.
 
 It answers A and AAAA from a mutable table and can delay, drop, hold or SERVFAIL queries, so tests
 can drive every path of the DNS cache without touching a real resolver. It counts the queries it
@@ -6,7 +6,7 @@ receives, which the tests use as the number of DNS messages a client sent.
 
 Example::
 
-    with DnsStub({"api.kube.test": ["127.0.0.1", "::1"]}, ttl=30) as stub:
+    with FakeDnsServer({"api.kube.test": ["127.0.0.1", "::1"]}, ttl=30) as stub:
         cache = DnsCache(nameservers=[stub.nameserver])
 """
 
@@ -30,10 +30,10 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-__all__ = ["DnsStub"]
+__all__ = ["FakeDnsServer"]
 
 
-class DnsStub:
+class FakeDnsServer:
     """A DNS server for tests, listening on ``127.0.0.1:<port>`` over UDP.
 
     Args:
@@ -70,7 +70,7 @@ class DnsStub:
         self._sock.setblocking(False)
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
-        self._thread = threading.Thread(target=self._serve, name="dns-stub", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="fake-dns-server", daemon=True)
         self._thread.start()
 
     # --- configuration -------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class DnsStub:
         self._wake_r.close()
         self._wake_w.close()
 
-    def __enter__(self) -> DnsStub:
+    def __enter__(self) -> FakeDnsServer:
         return self
 
     def __exit__(
