@@ -12,20 +12,13 @@ from kubernetes import client
 
 from resilient_kube import ApiClient, DnsStats, TLSError
 from resilient_kube.testing import FakeApiServer
+from tests.helpers.clock import FakeClock
 from tests.helpers.dnsmasq import Dnsmasq, dnsmasq_available
 
 pytestmark = pytest.mark.skipif(not dnsmasq_available(), reason="needs dnsmasq (dnsmasq-base)")
 
 NAME = "api.kube.test"
 TTL = 2
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from resilient_kube._dns import DnsCache
+from tests.helpers.clock import FakeClock
 from tests.helpers.dnsmasq import DNSMASQ, Dnsmasq, dnsmasq_available
 
 pytestmark = [
@@ -22,17 +23,6 @@ pytestmark = [
 
 HOST = "api.kube.test"
 TTL = 7
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, offset: float) -> None:
-        self.now = 1000.0 + offset
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 
 from resilient_kube._dns import DnsCache
 from resilient_kube.testing import FakeDnsServer
+from tests.helpers.clock import FakeClock
 
 HOST = "api.kube.test"
 
@@ -22,14 +23,6 @@ HOST = "api.kube.test"
 def stub() -> Iterator[FakeDnsServer]:
     with FakeDnsServer({HOST: ["127.0.0.1"]}, ttl=60) as server:
         yield server
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_cache(

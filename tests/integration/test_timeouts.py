@@ -19,6 +19,7 @@ from resilient_kube import (
 )
 from resilient_kube._transport import WATCH_READ_MARGIN
 from resilient_kube.testing import Delay, FakeApiServer, FullAcceptQueueListener, SilentWatch, Stall
+from tests.helpers.clock import FakeClock
 
 from .conftest import configmap
 
@@ -196,14 +197,6 @@ def test_sockets_get_keepalive_and_user_timeout(server: FakeApiServer) -> None:
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 9000
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     api_client.close()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_idle_connections_are_discarded_before_reuse(server: FakeApiServer) -> None:

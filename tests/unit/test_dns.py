@@ -25,22 +25,9 @@ from resilient_kube._dns import (
     interleave,
 )
 from resilient_kube.testing import FakeDnsServer
+from tests.helpers.clock import FakeClock
 
 HOST = "api.kube.test"
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, offset: float) -> None:
-        """Set the time to ``offset`` seconds after the start."""
-        self.now = 1000.0 + offset
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -18,14 +18,7 @@ from resilient_kube._retry import (
     parse_retry_after,
     retry_after,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers.clock import FakeClock
 
 
 def test_idempotent_methods_exclude_post_and_patch() -> None:
