@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import threading
 import time
@@ -112,6 +113,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
                 settings.retry_budget_ratio,
                 settings.retry_budget_min_per_second,
                 settings.retry_budget_window,
+                calls=functools.partial(self._counters.value, "requests"),
                 clock=clock,
             ),
             clock=clock,

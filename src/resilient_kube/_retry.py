@@ -10,10 +10,10 @@ The attempt loop in ``_transport`` asks three questions after every failed attem
 from __future__ import annotations
 
 import json
-import math
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -152,7 +152,11 @@ class RetryBudget:
     RetryBudget, Envoy's retry_budget). Under a total outage the wire load is therefore at most
     ``(1 + ratio) * offered + min_per_second``, instead of ``max_attempts * offered``.
 
-    Counts live in one-second buckets, so the window slides with one-second resolution.
+    Calls are not counted here: ``calls`` reads the transport's running total (a lock-free
+    counter), so the hot path takes no lock for the budget. The budget keeps a snapshot of that
+    total at most once a second, when a retry is asked for, and measures the window from the
+    latest snapshot at or before its start: one-second resolution while retries happen, and a
+    more generous count (never a stricter one) after a quiet spell.
     """
 
     def __init__(
@@ -161,39 +165,35 @@ class RetryBudget:
         min_per_second: float,
         window: float,
         *,
+        calls: Callable[[], int],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ratio = ratio
         self._floor = min_per_second * window
-        self._slots = max(1, math.ceil(window))
+        self._window = window
+        self._calls = calls
         self._clock = clock
         self._lock = threading.Lock()
-        # slot index -> [second, calls, retries]
-        self._buckets = [[-1, 0, 0] for _ in range(self._slots)]
-
-    def _bucket(self) -> list[int]:
-        second = int(self._clock())
-        bucket = self._buckets[second % self._slots]
-        if bucket[0] != second:
-            bucket[0], bucket[1], bucket[2] = second, 0, 0
-        return bucket
-
-    def deposit(self) -> None:
-        """Count one call (its first attempt)."""
-        with self._lock:
-            self._bucket()[1] += 1
+        #: (time, calls so far), oldest first; the first is the latest at or before the window.
+        self._snapshots: deque[tuple[float, int]] = deque([(clock(), calls())])
+        #: When each retry in the window was granted.
+        self._retries: deque[float] = deque()
 
     def try_withdraw(self) -> bool:
         """Count one retry if the budget allows it; False means the retry must not be sent."""
         with self._lock:
-            current = self._bucket()
-            oldest = current[0] - self._slots + 1
-            calls = retries = 0
-            for second, bucket_calls, bucket_retries in self._buckets:
-                if second >= oldest:
-                    calls += bucket_calls
-                    retries += bucket_retries
-            if retries + 1 > self._ratio * calls + self._floor:
+            now = self._clock()
+            start = now - self._window
+            total = self._calls()
+            snapshots = self._snapshots
+            if now - snapshots[-1][0] >= 1.0:
+                snapshots.append((now, total))
+            while len(snapshots) > 1 and snapshots[1][0] <= start:
+                snapshots.popleft()
+            retries = self._retries
+            while retries and retries[0] <= start:
+                retries.popleft()
+            if len(retries) + 1 > self._ratio * (total - snapshots[0][1]) + self._floor:
                 return False
-            current[2] += 1
+            retries.append(now)
             return True

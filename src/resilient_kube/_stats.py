@@ -74,7 +74,8 @@ class Counters:
         """Count one event ``name`` (a ``TransportStats`` field or ``budget_refusals``)."""
         next(self._counts[name])
 
-    def _value(self, name: str) -> int:
+    def value(self, name: str) -> int:
+        """The current count of ``name``."""
         # A copy of a count starts where the original stands; taking from it reads the value.
         return next(copy.copy(self._counts[name]))
 
@@ -85,13 +86,13 @@ class Counters:
             self._backoff_seconds += wait
 
     def transport(self) -> TransportStats:
-        return TransportStats(*(self._value(name) for name in TransportStats._fields))
+        return TransportStats(*(self.value(name) for name in TransportStats._fields))
 
     def retry(self) -> RetryStats:
         with self._lock:
             return RetryStats(
                 retries=sum(self._retry_reasons.values()),
                 retries_by_reason=dict(self._retry_reasons),
-                budget_refusals=self._value("budget_refusals"),
+                budget_refusals=self.value("budget_refusals"),
                 backoff_seconds=self._backoff_seconds,
             )

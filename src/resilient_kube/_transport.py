@@ -161,8 +161,7 @@ class Transport(RequestMethods):
     ) -> BaseHTTPResponse:
         """Send one API call: every attempt, wait and retry happens in here."""
         call = self._new_call(method.upper(), url, kw)
-        self.counters.add("requests")
-        self.budget.deposit()
+        self.counters.add("requests")  # also the retry budget's count of calls
         try:
             # The first attempt runs outside tenacity: almost every call ends here, and the
             # retry machinery (a Future and a Condition per attempt) would double the overhead.

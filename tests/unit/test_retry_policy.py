@@ -140,33 +140,59 @@ def test_full_jitter_stays_within_its_bounds(attempt: int, base: float, cap: flo
     assert 0 <= value <= min(cap, base * 2 ** (attempt - 1)) + 1e-9
 
 
+class Calls:
+    """The transport's running count of calls, as the budget reads it."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def __call__(self) -> int:
+        return self.total
+
+
 def test_budget_allows_the_floor_then_a_share_of_calls() -> None:
-    clock = FakeClock()
-    budget = RetryBudget(ratio=0.3, min_per_second=1.0, window=10.0, clock=clock)
+    clock, calls = FakeClock(), Calls()
+    budget = RetryBudget(ratio=0.3, min_per_second=1.0, window=10.0, calls=calls, clock=clock)
     # With no calls, only the floor (1/s over 10 s) is available.
     assert sum(budget.try_withdraw() for _ in range(20)) == 10
-    for _ in range(100):
-        budget.deposit()
+    calls.total += 100
     assert sum(budget.try_withdraw() for _ in range(100)) == 30
 
 
 def test_budget_window_slides() -> None:
-    clock = FakeClock()
-    budget = RetryBudget(ratio=0.0, min_per_second=1.0, window=10.0, clock=clock)
+    clock, calls = FakeClock(), Calls()
+    budget = RetryBudget(ratio=0.0, min_per_second=1.0, window=10.0, calls=calls, clock=clock)
     assert sum(budget.try_withdraw() for _ in range(20)) == 10
     clock.now += 5
     assert not budget.try_withdraw()
-    clock.now += 5  # the first second's retries fall out of the window
+    clock.now += 5  # the first retries fall out of the window
     assert budget.try_withdraw()
 
 
-@given(st.floats(0.0, 1.0), st.integers(0, 500))
-def test_budget_bounds_wire_load_under_total_outage(ratio: float, calls: int) -> None:
-    clock = FakeClock()
-    budget = RetryBudget(ratio=ratio, min_per_second=1.0, window=10.0, clock=clock)
+def test_budget_forgets_calls_older_than_the_window() -> None:
+    clock, calls = FakeClock(), Calls()
+    budget = RetryBudget(ratio=0.5, min_per_second=0.0, window=10.0, calls=calls, clock=clock)
+    calls.total += 100
+    clock.now += 1
+    assert budget.try_withdraw()  # a snapshot is taken now, with the 100 calls in it
+    clock.now += 11  # those calls (and the retry) are out of the window; no new calls came
+    assert not budget.try_withdraw()
+
+
+@given(st.floats(0.0, 1.0), st.integers(0, 500), st.floats(0.0, 0.1))
+def test_budget_bounds_wire_load_under_total_outage(
+    ratio: float, offered: int, seconds_per_call: float
+) -> None:
+    clock, calls = FakeClock(), Calls()
+    budget = RetryBudget(ratio=ratio, min_per_second=1.0, window=10.0, calls=calls, clock=clock)
     retries = 0
-    for _ in range(calls):
-        budget.deposit()
+    for _ in range(offered):
+        calls.total += 1
         # Every call fails on every attempt and would retry four times.
         retries += sum(budget.try_withdraw() for _ in range(4))
-    assert retries <= ratio * calls + 10
+        clock.now += seconds_per_call
+    # Per window of 10 s: ratio x its calls + the floor of 10; the budget's one-second snapshots
+    # may count up to one more second of calls at the window's start.
+    windows = 1 + int(offered * seconds_per_call / 10.0)
+    calls_per_second = offered if seconds_per_call == 0 else min(offered, 1 / seconds_per_call)
+    assert retries <= ratio * (offered + windows * calls_per_second) + 10 * windows
