@@ -372,7 +372,11 @@ def test_apf_429(apf_apiserver: ApiServer, e2e_results: dict[str, Any]) -> None:
         },
     }
 
-    assert stock.throttled > 0, stock
+    # The server throttled the stock client too: its wire requests exceed its calls because
+    # urllib3's default Retry(3) re-sends a GET that got 429 + Retry-After. Against a burst this
+    # small that sometimes carries it through (as it did in 1 of 8 runs here), so whether it
+    # failed is recorded, not asserted; the max-inflight test asserts the failures.
+    assert stock.wire_requests > stock.calls, stock
     assert stock.ok + stock.throttled == stock.calls, stock.error_samples
     assert numbers["retries_by_reason"].get("status_429", 0) > 0
     # Every response, 429s included, named the schema and the level that classified it.
