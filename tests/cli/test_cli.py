@@ -229,10 +229,10 @@ def test_doctor_plain_text_without_rich(
 @pytest.mark.parametrize(
     ("host", "search", "ndots", "queries"),
     [
-        ("api.example.com", [], 1, 2),
-        ("api.example.com", ["a.svc", "svc", "cluster.local"], 5, 8),
-        ("api.example.com.", ["a.svc", "svc", "cluster.local"], 5, 2),
-        ("api.example.com", ["corp"], 1, 2),
+        ("api.example.test", [], 1, 2),
+        ("api.example.test", ["a.svc", "svc", "cluster.local"], 5, 8),
+        ("api.example.test.", ["a.svc", "svc", "cluster.local"], 5, 2),
+        ("api.example.test", ["corp"], 1, 2),
         ("kubernetes", ["corp"], 1, 4),
     ],
 )

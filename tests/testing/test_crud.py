@@ -203,7 +203,7 @@ def test_delete_returns_status_or_object(core: Any) -> None:
 
 
 def test_finalizers_hold_deletion_until_removed(core: Any) -> None:
-    body = {"metadata": {"name": "held", "finalizers": ["example.com/cleanup"]}}
+    body = {"metadata": {"name": "held", "finalizers": ["example.test/cleanup"]}}
     core.create_namespaced_config_map("default", body)
     marked = core.delete_namespaced_config_map("held", "default")
     marked_dict = marked if isinstance(marked, dict) else marked.to_dict()
@@ -296,8 +296,8 @@ def test_deployments_and_jobs(api_client: client.ApiClient) -> None:
     assert [j.metadata.name for j in batch.list_namespaced_job("default").items] == ["once"]
 
 
-WIDGETS = CustomResource("example.com", "v1", "widgets", "Widget")
-GADGETS = CustomResource("example.com", "v1alpha1", "gadgets", "Gadget", namespaced=False)
+WIDGETS = CustomResource("example.test", "v1", "widgets", "Widget")
+GADGETS = CustomResource("example.test", "v1alpha1", "gadgets", "Gadget", namespaced=False)
 
 
 def test_custom_resources() -> None:
@@ -305,24 +305,28 @@ def test_custom_resources() -> None:
         api = stock_client(server)
         try:
             custom = client.CustomObjectsApi(api)
-            body = {"apiVersion": "example.com/v1", "kind": "Widget",
+            body = {"apiVersion": "example.test/v1", "kind": "Widget",
                     "metadata": {"name": "w1"}, "spec": {"size": 1}}  # fmt: skip
-            created = custom.create_namespaced_custom_object("example.com", "v1", "default",
+            created = custom.create_namespaced_custom_object("example.test", "v1", "default",
                                                              "widgets", body)  # fmt: skip
             assert created["metadata"]["resourceVersion"]
             patched = custom.patch_namespaced_custom_object(
-                "example.com", "v1", "default", "widgets", "w1", {"spec": {"size": 2}}
+                "example.test", "v1", "default", "widgets", "w1", {"spec": {"size": 2}}
             )
             assert patched["spec"] == {"size": 2}
-            listed = custom.list_namespaced_custom_object("example.com", "v1", "default", "widgets")
+            listed = custom.list_namespaced_custom_object(
+                "example.test", "v1", "default", "widgets"
+            )
             assert listed["kind"] == "WidgetList"
             assert [i["metadata"]["name"] for i in listed["items"]] == ["w1"]
             deleted = custom.delete_namespaced_custom_object(
-                "example.com", "v1", "default", "widgets", "w1"
+                "example.test", "v1", "default", "widgets", "w1"
             )
             assert deleted["metadata"]["name"] == "w1"  # custom resources return the object
             gadget = {"metadata": {"name": "g"}}
-            made = custom.create_cluster_custom_object("example.com", "v1alpha1", "gadgets", gadget)
+            made = custom.create_cluster_custom_object(
+                "example.test", "v1alpha1", "gadgets", gadget
+            )
             assert made["kind"] == "Gadget"
             assert "namespace" not in made["metadata"]
         finally:
@@ -332,7 +336,7 @@ def test_custom_resources() -> None:
 def test_unknown_resource_is_not_found(api_client: client.ApiClient) -> None:
     custom = client.CustomObjectsApi(api_client)
     with pytest.raises(ApiException) as info:
-        custom.list_namespaced_custom_object("example.com", "v1", "default", "widgets")
+        custom.list_namespaced_custom_object("example.test", "v1", "default", "widgets")
     assert info.value.status == 404
 
 
@@ -342,11 +346,11 @@ def test_strategic_merge_on_custom_resource_is_unsupported() -> None:
         try:
             custom = client.CustomObjectsApi(api)
             custom.create_namespaced_custom_object(
-                "example.com", "v1", "default", "widgets", {"metadata": {"name": "w"}}
+                "example.test", "v1", "default", "widgets", {"metadata": {"name": "w"}}
             )
             with pytest.raises(ApiException) as info:
                 custom.patch_namespaced_custom_object(
-                    "example.com", "v1", "default", "widgets", "w", {"spec": {}},
+                    "example.test", "v1", "default", "widgets", "w", {"spec": {}},
                     _content_type="application/strategic-merge-patch+json",
                 )  # fmt: skip
             assert info.value.status == 415
@@ -356,7 +360,7 @@ def test_strategic_merge_on_custom_resource_is_unsupported() -> None:
 
 def test_custom_resource_validation() -> None:
     with pytest.raises(ValueError, match="kind="):
-        CustomResource("example.com", "v1", "widgets", "widget")
+        CustomResource("example.test", "v1", "widgets", "widget")
     with pytest.raises(ValueError, match="group="):
         CustomResource("", "v1", "widgets", "Widget")
     with pytest.raises(ValueError, match="registered twice"):

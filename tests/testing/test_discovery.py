@@ -46,7 +46,7 @@ def test_discovery_documents(fake_api_server: FakeApiServer, api_client: client.
 
 
 def test_unknown_paths_are_not_found(api_client: client.ApiClient) -> None:
-    for path in ("/apis/nothing.example.com/v1/things", "/api/v1/things", "/nothing"):
+    for path in ("/apis/nothing.example.test/v1/things", "/api/v1/things", "/nothing"):
         response = _get(api_client, path)
         assert response.status == 404
         assert json.loads(response.data)["reason"] == "NotFound"
@@ -55,12 +55,12 @@ def test_unknown_paths_are_not_found(api_client: client.ApiClient) -> None:
 def test_unknown_custom_resource_is_an_api_exception(api_client: client.ApiClient) -> None:
     custom = client.CustomObjectsApi(api_client)
     with pytest.raises(ApiException) as info:
-        custom.get_namespaced_custom_object("example.com", "v1", "default", "things", "x")
+        custom.get_namespaced_custom_object("example.test", "v1", "default", "things", "x")
     assert info.value.status == 404
 
 
 def test_dynamic_client(tmp_path: Path) -> None:
-    widgets = CustomResource("example.com", "v1", "widgets", "Widget", short_names=("wd",))
+    widgets = CustomResource("example.test", "v1", "widgets", "Widget", short_names=("wd",))
     with FakeApiServer(custom_resources=[widgets]) as server:
         api = stock_client(server)
         try:
@@ -75,8 +75,8 @@ def test_dynamic_client(tmp_path: Path) -> None:
             configmaps.delete(name="d", namespace="default")
             deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
             assert deployments.namespaced
-            resource = dyn.resources.get(api_version="example.com/v1", kind="Widget")
-            resource.create(body={"apiVersion": "example.com/v1", "kind": "Widget",
+            resource = dyn.resources.get(api_version="example.test/v1", kind="Widget")
+            resource.create(body={"apiVersion": "example.test/v1", "kind": "Widget",
                                   "metadata": {"name": "w"}}, namespace="default")  # fmt: skip
             assert resource.get(name="w", namespace="default").metadata.name == "w"
         finally:

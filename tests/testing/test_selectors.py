@@ -36,7 +36,7 @@ def _obj(**labels: str) -> dict[str, Any]:
         ("!app", {"app": "web"}, False),
         ("app=web,tier in (a,b),!canary", {"app": "web", "tier": "b"}, True),
         ("app=web,tier in (a,b),!canary", {"app": "web", "tier": "b", "canary": "1"}, False),
-        ("example.com/team=blue", {"example.com/team": "blue"}, True),
+        ("example.test/team=blue", {"example.test/team": "blue"}, True),
         ("", {"anything": "x"}, True),
     ],
 )

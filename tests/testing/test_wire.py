@@ -93,7 +93,7 @@ def test_group_discovery(conn: http.client.HTTPConnection) -> None:
     status, group = _call(conn, "GET", "/apis/apps")
     assert status == 200
     assert group["preferredVersion"] == {"groupVersion": "apps/v1", "version": "v1"}
-    assert _call(conn, "GET", "/apis/nothing.example.com")[0] == 404
+    assert _call(conn, "GET", "/apis/nothing.example.test")[0] == 404
 
 
 def test_health_is_open_even_with_authentication() -> None:
@@ -142,11 +142,11 @@ def test_stop_releases_a_delay() -> None:
 
 
 def test_watch_of_cluster_scoped_custom_resource() -> None:
-    gadgets = CustomResource("example.com", "v1", "gadgets", "Gadget", namespaced=False)
+    gadgets = CustomResource("example.test", "v1", "gadgets", "Gadget", namespaced=False)
     with FakeApiServer(custom_resources=[gadgets]) as server:
         connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
         try:
-            path = "/apis/example.com/v1/gadgets"
+            path = "/apis/example.test/v1/gadgets"
             assert _call(connection, "POST", path, {"metadata": {"name": "g"}})[0] == 201
             connection.request("GET", f"{path}?watch=true&timeoutSeconds=1&resourceVersion=0")
             lines = connection.getresponse().read().decode().splitlines()

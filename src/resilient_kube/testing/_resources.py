@@ -21,7 +21,7 @@ class CustomResource:
     """A custom resource the fake server serves as if its CRD were installed.
 
     Args:
-        group: API group, e.g. ``"example.com"``.
+        group: API group, e.g. ``"example.test"``.
         version: API version, e.g. ``"v1"``.
         plural: the URL name, e.g. ``"widgets"``.
         kind: the object kind, e.g. ``"Widget"``.
@@ -29,8 +29,8 @@ class CustomResource:
         short_names: names ``kubectl`` would accept, listed in discovery.
 
     Example:
-        >>> CustomResource("example.com", "v1", "widgets", "Widget")
-        CustomResource(group='example.com', version='v1', plural='widgets', kind='Widget', namespaced=True, short_names=())
+        >>> CustomResource("example.test", "v1", "widgets", "Widget")
+        CustomResource(group='example.test', version='v1', plural='widgets', kind='Widget', namespaced=True, short_names=())
     """  # noqa: E501
 
     group: str
@@ -43,7 +43,7 @@ class CustomResource:
 
     def __post_init__(self) -> None:
         if not isinstance(self.group, str) or not _DNS_SUBDOMAIN.match(self.group):
-            raise ValueError(f"group={self.group!r} must be a DNS subdomain such as 'example.com'")
+            raise ValueError(f"group={self.group!r} must be a DNS subdomain such as 'example.test'")
         if not isinstance(self.version, str) or not _DNS_LABEL.match(self.version):
             raise ValueError(f"version={self.version!r} must be a DNS label such as 'v1'")
         if not isinstance(self.plural, str) or not _DNS_LABEL.match(self.plural):
