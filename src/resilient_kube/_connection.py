@@ -16,7 +16,7 @@ import functools
 import ipaddress
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,11 +129,13 @@ class _PoolMixin:
     rk_context: PoolContext
     #: Whether this pool's host is a name the DNS cache answers for (not an IP literal).
     rk_follows_dns: bool
+    rk_reused: Iterator[int]
     host: str
 
     def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rk_context = rk_context
+        self.rk_reused = rk_context.counters.ticker("connections_reused")
         self.rk_follows_dns = rk_context.dns is not None and not _is_ip_literal(self.host)
 
     def _new_conn(self) -> Any:
@@ -159,7 +161,7 @@ class _PoolMixin:
             conn.close()
             context.counters.add("connections_retired")
         else:
-            context.counters.add("connections_reused")
+            next(self.rk_reused)
         return conn
 
     def _put_conn(self, conn: Any) -> None:

@@ -6,6 +6,7 @@ import copy
 import itertools
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -73,6 +74,10 @@ class Counters:
     def add(self, name: str) -> None:
         """Count one event ``name`` (a ``TransportStats`` field or ``budget_refusals``)."""
         next(self._counts[name])
+
+    def ticker(self, name: str) -> Iterator[int]:
+        """The count behind ``name`` itself: ``next()`` on it counts one, with no method call."""
+        return self._counts[name]
 
     def value(self, name: str) -> int:
         """The current count of ``name``."""

@@ -19,7 +19,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
@@ -52,6 +52,39 @@ _FLOW_SCHEMA = "X-Kubernetes-PF-FlowSchema-UID"
 _PRIORITY_LEVEL = "X-Kubernetes-PF-PriorityLevel-UID"
 
 
+class _BufferedResponse(urllib3.HTTPResponse):
+    """A response whose body was read, decoded and cached inside the attempt.
+
+    ``.data`` serves the cache as it does after urllib3's own preload; ``read()``, ``stream()`` and
+    iteration replay it from the start, as they would have read it from the socket. (Asking for
+    ``decode_content=False`` then still gives the decoded bytes.)
+    """
+
+    _rk_replay: io.BytesIO
+
+    def read(
+        self,
+        amt: int | None = None,
+        decode_content: bool | None = None,
+        cache_content: bool = False,
+    ) -> bytes:
+        return self._rk_replay.read(amt if amt is not None and amt >= 0 else -1)
+
+    def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+        return self.read(amt)
+
+    def stream(
+        self, amt: int | None = 2**16, decode_content: bool | None = None
+    ) -> Generator[bytes]:
+        while data := self.read(amt):
+            yield data
+
+    def read_chunked(
+        self, amt: int | None = None, decode_content: bool | None = None
+    ) -> Generator[bytes]:
+        yield from self.stream(amt)
+
+
 class _AttemptFailed(Exception):
     """One attempt failed: carries the classification and the urllib3 cause."""
 
@@ -70,6 +103,8 @@ class _Call:
     #: What urllib3 gets for every attempt: the caller's arguments, the body never preloaded
     #: (the attempt reads it itself, within the deadline).
     send_kwargs: dict[str, Any]
+    #: Each attempt's timeouts while the deadline is further away than both.
+    timeout: urllib3.Timeout
     #: What the caller asked of the response it gets back.
     preload: bool
     decode: bool
@@ -83,7 +118,6 @@ class _Call:
     clock: Callable[[], float]
     attempts: int = 0
     last_failure: Failure | None = None
-    last_response: BaseHTTPResponse | None = None
     stop_reason: str = "attempts"
     retry_after: float | None = field(default=None)
 
@@ -139,6 +173,8 @@ class Transport(RequestMethods):
         self.manager = manager
         self.settings = settings
         self.counters = counters
+        self._requests = counters.ticker("requests")
+        self._attempts = counters.ticker("attempts")
         self.limiter = limiter
         self.budget = budget
         self._clock = clock
@@ -149,6 +185,10 @@ class Transport(RequestMethods):
             sleep=sleep,
             before_sleep=self._before_sleep,
             retry_error_callback=self._give_up,
+        )
+        #: Every call's timeouts unless it brings its own: built once, urllib3 validates each.
+        self._timeout = urllib3.Timeout(
+            connect=settings.connect_timeout, read=settings.read_timeout
         )
         self._jitter = tenacity.wait_random_exponential(
             multiplier=settings.backoff_base, max=settings.backoff_max
@@ -161,17 +201,17 @@ class Transport(RequestMethods):
     ) -> BaseHTTPResponse:
         """Send one API call: every attempt, wait and retry happens in here."""
         call = self._new_call(method.upper(), url, kw)
-        self.counters.add("requests")  # also the retry budget's count of calls
+        next(self._requests)  # also the retry budget's count of calls
         try:
             # The first attempt runs outside tenacity: almost every call ends here, and the
             # retry machinery (a Future and a Condition per attempt) would double the overhead.
             try:
-                first: BaseHTTPResponse | _AttemptFailed = self._attempt(call)
+                first = self._attempt(call)
             except _AttemptFailed as exc:
-                first = exc
-            if not self._retryable(call, first):
-                if isinstance(first, _AttemptFailed):
-                    raise first
+                if not self._retryable(call, exc):
+                    raise
+                return self._retry(call, exc)
+            if first.status < 429 or not self._retryable(call, first):  # cheap test first
                 return first
             return self._retry(call, first)
         except _AttemptFailed as exc:
@@ -256,11 +296,18 @@ class Transport(RequestMethods):
                 read = total
                 connect = total if connect is None else min(connect, total)
         body = kw.get("body")
+        preload = bool(kw.get("preload_content", True))
+        kw["preload_content"] = False  # kw is urllib3's own per-call dict: ours to change
         return _Call(
             method=method,
             url=url,
-            send_kwargs={**kw, "preload_content": False},
-            preload=bool(kw.get("preload_content", True)),
+            send_kwargs=kw,
+            timeout=(
+                self._timeout
+                if connect == settings.connect_timeout and read == settings.read_timeout
+                else urllib3.Timeout(connect=connect, read=read)
+            ),
+            preload=preload,
             decode=bool(kw.get("decode_content", True)),
             streaming=streaming,
             replayable=body is None or isinstance(body, (bytes, str)),
@@ -272,32 +319,36 @@ class Transport(RequestMethods):
         )
 
     def _attempt(self, call: _Call) -> BaseHTTPResponse:
-        remaining = call.remaining()
+        deadline_at = call.deadline_at
+        remaining = None if deadline_at is None else deadline_at - self._clock()
         if remaining is not None and remaining <= 0:
             raise _AttemptFailed(Failure("deadline", sent=False, retryable=False), TimeoutError())
         if self.limiter is not None and not call.streaming:
             self.limiter.acquire(timeout=remaining)
             remaining = call.remaining()
         connect, read = call.connect, call.read
-        if remaining is not None:
+        timeout = call.timeout
+        if remaining is not None and (
+            connect is None or read is None or remaining < max(connect, read)
+        ):
             remaining = max(remaining, 0.001)
             connect = remaining if connect is None else min(connect, remaining)
             read = remaining if read is None else min(read, remaining)
+            timeout = urllib3.Timeout(connect=connect, read=read)
         call.attempts += 1
-        self.counters.add("attempts")
+        next(self._attempts)
         try:
             response = self.manager.urlopen(
                 call.method,
                 call.url,
                 redirect=False,
                 retries=_NO_RETRIES,
-                timeout=urllib3.Timeout(connect=connect, read=read),
+                timeout=timeout,
                 **call.send_kwargs,
             )
             buffered = self._finish(call, response)
         except (u3.HTTPError, OSError) as exc:
             raise _AttemptFailed(classify_error(exc), exc) from exc
-        call.last_response = buffered
         return buffered
 
     def _finish(self, call: _Call, response: BaseHTTPResponse) -> BaseHTTPResponse:
@@ -315,17 +366,13 @@ class Transport(RequestMethods):
         if call.streaming and response.status < 300 and not call.preload:
             return response
         body = self._read_body(call, response)
-        return urllib3.HTTPResponse(
-            body=io.BytesIO(body),
-            headers=headers,
-            status=response.status,
-            reason=response.reason,
-            version=response.version,
-            preload_content=call.preload,
-            decode_content=call.decode,
-            request_method=call.method,
-            request_url=call.url,
-        )
+        if type(response) is urllib3.HTTPResponse:
+            # The body is cached in the response (``.data`` serves it, as after urllib3's own
+            # preload); the subclass also replays it to read() and stream(), for callers that
+            # asked for the raw response. Cheaper than building a second response.
+            response.__class__ = _BufferedResponse
+            response._rk_replay = io.BytesIO(body)  # type: ignore[attr-defined]
+        return response
 
     def _read_body(self, call: _Call, response: BaseHTTPResponse) -> bytes:
         """Read the whole body with the socket's timeout cut to what the deadline leaves.
@@ -333,17 +380,20 @@ class Transport(RequestMethods):
         Each ``recv`` waits at most that long, so a stalled body ends the attempt on time; a
         server that trickles bytes slower than that but never stops can overrun the deadline.
         """
-        remaining = call.remaining()
-        if remaining is not None:
+        if call.deadline_at is not None:
+            remaining = call.deadline_at - self._clock()
             if remaining <= 0:
                 response.release_conn()
                 raise u3.ReadTimeoutError(None, call.url, "deadline reached")  # type: ignore[arg-type]
-            sock = getattr(response.connection, "sock", None)
-            if sock is not None:
-                read = call.read
-                sock.settimeout(remaining if read is None else min(read, remaining))
+            read = call.read
+            # urllib3 left the socket at the attempt's read timeout: it only needs cutting when
+            # the deadline is now nearer than that.
+            if read is None or remaining < read:
+                sock = getattr(response.connection, "sock", None)
+                if sock is not None:
+                    sock.settimeout(remaining)
         try:
-            return response.read(decode_content=False)
+            return response.read(decode_content=call.decode, cache_content=True)
         finally:
             response.release_conn()
 

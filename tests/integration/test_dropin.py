@@ -5,6 +5,7 @@ These tests also run against the oldest supported kubernetes release (see .ci/ru
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -108,6 +109,15 @@ def test_request_timeout_preload_content_and_async_req(configuration: client.Con
         assert b'"raw"' in raw.read()
         streamed = v1.read_namespaced_config_map("raw", "default", _preload_content=False)
         assert b'"raw"' in b"".join(streamed.stream())
+        # The body was read inside the attempt; a raw response still reads as from the socket.
+        pieces = v1.read_namespaced_config_map("raw", "default", _preload_content=False)
+        first = pieces.read(5)
+        rest = pieces.read()
+        assert len(first) == 5 and json.loads(first + rest)["metadata"]["name"] == "raw"
+        assert pieces.read() == b""
+        assert json.loads(pieces.data)["metadata"]["name"] == "raw"
+        lines = v1.read_namespaced_config_map("raw", "default", _preload_content=False)
+        assert b'"raw"' in b"".join(lines)
         thread = v1.read_namespaced_config_map("raw", "default", async_req=True)
         assert thread.get(timeout=10).metadata.name == "raw"
 
