@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import functools
 import json
+import statistics
 import subprocess
 import sys
 import threading
@@ -115,21 +116,24 @@ def _run_threads(threads: int, calls_per_thread: int, call: Callable[[], object]
 
 
 def overhead(quick: bool) -> dict[str, Any]:
-    """GETs/s and CPU per call, alternating runs, best of ``rounds``.
+    """GETs/s and CPU per call: the median of many short rounds, the clients taking turns.
+
+    Medians of short alternating rounds, not the best of a few long ones: on a shared machine
+    a burst of someone else's work then lands in one round of one client, not in its result.
 
     Three clients: the stock client as it ships (no timeouts), the stock client given the same
     timeouts as resilient_kube (``_request_timeout=(5, 30)`` on every call) and resilient_kube.
     A socket with a timeout costs CPython a ``poll()`` and a second release of the GIL before
     every ``recv``; the middle row shows that price apart from resilient_kube's own code.
     """
-    rounds = 3 if quick else 5
-    single_calls = 500 if quick else 2000
+    rounds = 5 if quick else 15
+    single_calls = 400 if quick else 1000
     defaults = resilient_kube.Settings()
     same_timeouts = (defaults.connect_timeout, defaults.read_timeout)
     server = ServerProcess()
     results: dict[str, Any] = {}
     try:
-        for threads, per_thread in ((1, single_calls), (32, max(10, single_calls // 16))):
+        for threads, per_thread in ((1, single_calls), (32, max(10, single_calls // 32))):
             rows: dict[str, list[tuple[float, float, int]]] = {name: [] for name in _OVERHEAD}
             for _ in range(rounds):
                 for name, (factory, call_kwargs) in _OVERHEAD.items():
@@ -149,8 +153,8 @@ def overhead(quick: bool) -> dict[str, Any]:
                     api_client.close()
             summary: dict[str, Any] = {
                 name: {
-                    "gets_per_second": max(row[0] for row in values),
-                    "cpu_us_per_call": min(row[1] for row in values),
+                    "gets_per_second": statistics.median(row[0] for row in values),
+                    "cpu_us_per_call": statistics.median(row[1] for row in values),
                     "connections_opened": max(row[2] for row in values),
                 }
                 for name, values in rows.items()

@@ -148,8 +148,8 @@ def render(results: dict[str, Any], images: list[str]) -> str:
         "",
         "resilient_kube runs with `qps=None` here, so the numbers measure the transport and not"
         " the limit; the limiter's own cost is below. CPU is this process's CPU per call (the"
-        " server's is not counted); best of several alternating rounds. *stock, same timeouts*"
-        " is the stock client given resilient_kube's default timeouts on every call"
+        " server's is not counted); medians of 15 short rounds, the clients taking turns."
+        " *stock, same timeouts* is the stock client given resilient_kube's default timeouts on every call"
         " (`_request_timeout=(5, 30)`): a socket with a timeout makes CPython `poll()` and"
         " release the GIL once more before every `recv`, which costs the most when many threads"
         " share the GIL. That row separates the price of having timeouts at all from"
