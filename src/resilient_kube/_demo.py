@@ -1,10 +1,10 @@
 """``resilient-kube demo``: one controller-like workload, stock client and resilient_kube side by side.
 
-Everything runs in this process on loopback: a ``FakeApiServer`` that misbehaves on a seeded schedule,
-a small DNS server (``resilient_kube.testing.FakeDnsServer``) that serves the name resilient_kube
-connects to, and a listener
-whose accept queue is full (a dead server) for the time-to-fail probe. Each client gets a fresh
-server with the same fault rules and the same seeds, so a run is comparable with itself.
+Everything runs in this process on loopback: a ``FakeApiServer`` over TLS that misbehaves on a
+seeded schedule, a small DNS server (``resilient_kube.testing.FakeDnsServer``) that serves the
+name resilient_kube connects to, and a server that accepts and never answers (a hung API server)
+for the time-to-fail probe. Each client gets a fresh server with the same fault rules and the
+same seeds, so a run is comparable with itself.
 """
 
 from __future__ import annotations
@@ -76,11 +76,30 @@ RESILIENT_SETTINGS: dict[str, Any] = {
     # Creates use fixed names: a repeat that meets 409 AlreadyExists is safe (see Settings).
     "retry_non_idempotent": True,
 }
+#: The default number of workers is this many times the stock client's pool, within the bounds.
+_THREADS_PER_POOLED_CONNECTION = 3
+_THREADS_BOUNDS = (16, 64)
 _NAMESPACE = "default"
 _OPERATIONS = ("list", "get", "update", "create")
 
 #: progress(client, calls done, calls in all)
 Progress = Callable[[str, int, int], None]
+
+
+def stock_pool_size() -> int:
+    """Connections per host the stock client keeps: ``kubernetes`` sizes it ``cpu_count() * 5``."""
+    return int(kubernetes.client.Configuration().connection_pool_maxsize)
+
+
+def default_threads() -> int:
+    """Three workers per connection the stock client keeps (16 to 64).
+
+    A resync burst then has more calls in flight than the stock pool holds, as in a controller
+    with many workers or a tool with many threads on a small machine: the case where the stock
+    client opens and throws away connections.
+    """
+    low, high = _THREADS_BOUNDS
+    return min(high, max(low, _THREADS_PER_POOLED_CONNECTION * stock_pool_size()))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,14 +108,15 @@ class DemoOptions:
 
     Args:
         seed: seeds the fault schedule; the same seed serves the same draws to both clients.
-        threads: worker threads per client, each reconciling its own ConfigMaps.
+        threads: worker threads per client, each reconciling its own ConfigMaps (by default
+            three per connection the stock client's pool keeps, see ``default_threads``).
         calls: API calls per client, split across the threads.
         stock_timeout: the bound put on each stock call (``_request_timeout``) and on the stock
             client's dead-server probe; the stock client has no timeout of its own.
     """
 
     seed: int = 7
-    threads: int = 16
+    threads: int = dataclasses.field(default_factory=default_threads)
     calls: int = 240
     stock_timeout: float = 10.0
 
@@ -156,6 +176,7 @@ class DemoResult:
             "schema": JSON_SCHEMA,
             "seed": self.options.seed,
             "threads": self.options.threads,
+            "stock_pool_size": stock_pool_size(),
             "calls": self.options.calls,
             "stock_timeout_seconds": self.options.stock_timeout,
             "probe_deadline_seconds": self.options.probe_deadline,
@@ -216,8 +237,12 @@ class _Workload:
             self.api.create_namespaced_config_map(_NAMESPACE, self._body(worker, None, 0))
 
     def run(self) -> None:
+        # The first tick a little ahead, so that every worker is waiting for it.
+        start = time.monotonic() + 0.05
         threads = [
-            threading.Thread(target=self._worker, args=(w,), name=f"demo-worker-{w}", daemon=True)
+            threading.Thread(
+                target=self._worker, args=(w, start), name=f"demo-worker-{w}", daemon=True
+            )
             for w in range(self.options.threads)
         ]
         for thread in threads:
@@ -233,13 +258,12 @@ class _Workload:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
                 "data": {"value": str(value)}}  # fmt: skip
 
-    def _worker(self, worker: int) -> None:
+    def _worker(self, worker: int, start: float) -> None:
         options = self.options
         interval = options.threads / TARGET_QPS
-        # Workers are staggered, so the calls arrive evenly spread, as a controller's do.
-        start = time.monotonic() + interval * worker / options.threads
         for step, index in enumerate(range(worker, options.calls, options.threads)):
-            # Paced like a controller, not a load generator: one call per interval per worker.
+            # A controller's resync: on every tick each worker reconciles its object, all at once;
+            # TARGET_QPS on average, in bursts as wide as the worker pool.
             pause = start + step * interval - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
@@ -321,9 +345,10 @@ class _DeadServerProbe:
 
 
 def _make_client(
-    name: str, url: str, resolver: FakeDnsServer, **tuning: Any
+    name: str, url: str, resolver: FakeDnsServer, ca_cert: str | None = None, **tuning: Any
 ) -> kubernetes.client.ApiClient:
     config = kubernetes.client.Configuration(host=url)
+    config.ssl_ca_cert = ca_cert
     if name == "resilient_kube":
         settings = {**RESILIENT_SETTINGS, **tuning}
         return ApiClient(config, dns_nameservers=[resolver.nameserver], **settings)
@@ -345,16 +370,18 @@ def _run_client(
             count = done
         progress(name, count, options.calls)
 
-    with FakeApiServer() as server:
+    # TLS, as every API server speaks it: a new connection costs a handshake.
+    with FakeApiServer(tls=True, tls_names=[DEMO_NAME]) as server:
+        ca_cert = str(server.configuration().ssl_ca_cert)
         dns_before = resolver.queries
         if resilient:
             # By name, through the demo's DNS server: the cache's queries are counted there.
-            client = _make_client(name, f"http://{DEMO_NAME}:{server.port}", resolver)
+            client = _make_client(name, f"https://{DEMO_NAME}:{server.port}", resolver, ca_cert)
             call_kwargs: dict[str, Any] = {}
         else:
             # The system resolver cannot see the demo's DNS server: the stock client gets the
             # address, and its DNS cost is estimated from its connections.
-            client = _make_client(name, server.url, resolver)
+            client = _make_client(name, server.url, resolver, ca_cert)
             # Stock as users run it has no timeout at all; the demo must end, so it is bounded.
             call_kwargs = {"_request_timeout": options.stock_timeout}
         try:
@@ -538,9 +565,11 @@ def footnotes(result: DemoResult) -> list[str]:
     settings = ", ".join(f"{k}={v!r}" for k, v in RESILIENT_SETTINGS.items())
     return [
         f"{options.calls} calls (list, get, update, create ConfigMaps) from {options.threads}"
-        f" threads at {TARGET_QPS:.0f} calls/s, seed {options.seed}; each client gets a fresh"
-        " fake API server with the same seeded faults: 503s, a short burst of 429 with"
-        " Retry-After: 1, resets, truncated bodies and up to two stalled responses.",
+        f" threads in resync bursts (every worker at once), {TARGET_QPS:.0f} calls/s on average,"
+        f" over TLS, seed {options.seed}; the stock client keeps {stock_pool_size()} connections"
+        " (cpu_count() x 5). Each client gets a fresh fake API server with the same seeded"
+        " faults: 503s, a short burst of 429 with Retry-After: 1, resets, truncated bodies and up"
+        " to two stalled responses.",
         f"¹ The stock client as users run it has no timeout; here each call has"
         f" _request_timeout={options.stock_timeout:g} so that the demo ends. resilient_kube runs"
         f" with its defaults plus {settings}; the dead-server probe uses"

@@ -35,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         " them. No cluster needed; nothing leaves 127.0.0.1.",
     )
     demo.add_argument("--seed", type=int, default=7, help="seed of the fault schedule (7)")
-    demo.add_argument("--threads", type=_positive, default=16, help="worker threads (16)")
+    demo.add_argument(
+        "--threads",
+        type=_positive,
+        help="worker threads per client (3 per connection of the stock client's pool, 16-64)",
+    )
     demo.add_argument("--calls", type=_positive, default=240, help="API calls per client (240)")
     demo.add_argument(
         "--stock-timeout",
@@ -184,8 +188,9 @@ class _Progress:
 def _demo(args: argparse.Namespace) -> int:
     from . import _demo
 
+    chosen = {"threads": args.threads} if args.threads is not None else {}
     options = _demo.DemoOptions(
-        seed=args.seed, threads=args.threads, calls=args.calls, stock_timeout=args.stock_timeout
+        seed=args.seed, calls=args.calls, stock_timeout=args.stock_timeout, **chosen
     )
     if not args.json:
         print(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import resilient_kube
-from resilient_kube import cli
+from resilient_kube import _demo, cli
 from resilient_kube._doctor import search_list_queries
 from resilient_kube.testing import DEFAULT_TOKEN, FakeApiServer
 
@@ -71,6 +71,7 @@ def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert document["seed"] == 3
     assert document["calls"] == 24
     assert document["threads"] == 4
+    assert document["stock_pool_size"] == _demo.stock_pool_size()
     assert set(document["versions"]) == {"resilient_kube", "kubernetes", "urllib3", "python"}
     assert document["versions"]["resilient_kube"] == resilient_kube.__version__
     assert all({"fault", "probability", "times"} <= set(f) for f in document["faults"])
@@ -238,3 +239,20 @@ def test_doctor_plain_text_without_rich(
 )
 def test_search_list_queries(host: str, search: list[str], ndots: int, queries: int) -> None:
     assert search_list_queries(host, search, ndots) == queries
+
+
+def test_demo_bursts_wider_than_the_stock_pool_churn_its_connections(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The default workload's point: more calls in flight than the stock pool keeps."""
+    threads, pool = _demo.default_threads(), _demo.stock_pool_size()
+    if threads < 2 * pool:
+        pytest.skip(f"the stock pool here keeps {pool} connections: bursts of {threads} fit")
+    arguments = ["demo", "--calls", str(3 * threads), "--stock-timeout", "1", "--json"]
+    assert cli.main(arguments) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["threads"] == threads
+    stock, resilient = document["clients"]["stock"], document["clients"]["resilient_kube"]
+    # Three bursts: after each, the stock client throws away what its pool cannot keep and
+    # connects afresh in the next; resilient_kube keeps a connection per worker (faults aside).
+    assert stock["connections_opened"] >= resilient["connections_opened"] + pool

@@ -113,7 +113,8 @@ def test_request_timeout_preload_content_and_async_req(configuration: client.Con
         pieces = v1.read_namespaced_config_map("raw", "default", _preload_content=False)
         first = pieces.read(5)
         rest = pieces.read()
-        assert len(first) == 5 and json.loads(first + rest)["metadata"]["name"] == "raw"
+        assert len(first) == 5
+        assert json.loads(first + rest)["metadata"]["name"] == "raw"
         assert pieces.read() == b""
         assert json.loads(pieces.data)["metadata"]["name"] == "raw"
         lines = v1.read_namespaced_config_map("raw", "default", _preload_content=False)
