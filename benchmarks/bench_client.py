@@ -135,8 +135,12 @@ def overhead(quick: bool) -> dict[str, Any]:
     try:
         for threads, per_thread in ((1, single_calls), (32, max(10, single_calls // 32))):
             rows: dict[str, list[tuple[float, float, int]]] = {name: [] for name in _OVERHEAD}
-            for _ in range(rounds):
-                for name, (factory, call_kwargs) in _OVERHEAD.items():
+            names = list(_OVERHEAD)
+            for round_ in range(rounds):
+                # Each round starts with the next client: no client always follows the same one.
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    factory, call_kwargs = _OVERHEAD[name]
                     api_client = factory(server.url)
                     v1 = client.CoreV1Api(api_client)
                     kwargs = {"_request_timeout": same_timeouts} if call_kwargs else {}

@@ -369,7 +369,9 @@ class Transport(RequestMethods):
         if type(response) is urllib3.HTTPResponse:
             # The body is cached in the response (``.data`` serves it, as after urllib3's own
             # preload); the subclass also replays it to read() and stream(), for callers that
-            # asked for the raw response. Cheaper than building a second response.
+            # asked for the raw response. Cheaper than building a second response. (urllib3
+            # only ever builds this exact class; any other keeps the cache alone, like a
+            # response urllib3 preloaded.)
             response.__class__ = _BufferedResponse
             response._rk_replay = io.BytesIO(body)  # type: ignore[attr-defined]
         return response
