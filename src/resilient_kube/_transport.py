@@ -297,7 +297,7 @@ class Transport(RequestMethods):
                 connect = total if connect is None else min(connect, total)
         body = kw.get("body")
         preload = bool(kw.get("preload_content", True))
-        kw["preload_content"] = False  # kw is urllib3's own per-call dict: ours to change
+        kw["preload_content"] = False  # kw is this call's own dict (built by **kw)
         return _Call(
             method=method,
             url=url,
