@@ -60,12 +60,17 @@ FAULTS: tuple[
 ] = (
     # A stalled response or two: a request that the server never answers.
     (Stall(), 0.01, 2),
-    # A short throttling episode: API Priority and Fairness rejects with Retry-After: 1.
-    (StatusFault(429, retry_after=1, details_retry_after_seconds=1), 0.02, 3),
     (StatusFault(503), 0.05, None),
     (ResetConnection(), 0.02, None),
     (TruncatedBody(), 0.01, None),
 )
+#: A throttling episode: when resync burst number ``THROTTLE_TICK`` (from 0) starts, the server
+#: answers the next ``THROTTLE_REQUESTS`` requests 429 with Retry-After: 1, as API Priority and
+#: Fairness does when a burst overflows a priority level's queues. Rejections come in such
+#: episodes, not as an independent coin toss for a client far below its share.
+THROTTLE = StatusFault(429, retry_after=1, details_retry_after_seconds=1)
+THROTTLE_TICK = 2
+THROTTLE_REQUESTS = 8
 #: Calls per second the whole workload aims at: a busy controller, below the 50 qps default
 #: limiter, so both clients see the same offered load and the limiter does not shape it.
 TARGET_QPS = 20.0
@@ -185,6 +190,11 @@ class DemoResult:
                 {"fault": repr(fault), "probability": probability, "times": times}
                 for fault, probability, times in FAULTS
             ],
+            "throttling_episode": {
+                "fault": repr(THROTTLE),
+                "tick": THROTTLE_TICK,
+                "requests": THROTTLE_REQUESTS,
+            },
             "resilient_settings": dict(RESILIENT_SETTINGS),
             "clients": {name: dataclasses.asdict(r) for name, r in self.results.items()},
             "elapsed_seconds": round(self.elapsed_seconds, 3),
@@ -223,11 +233,14 @@ class _Workload:
         options: DemoOptions,
         call_kwargs: dict[str, Any],
         on_call: Callable[[], None],
+        on_tick: Callable[[int], None],
     ) -> None:
         self.api = api
         self.options = options
         self.call_kwargs = call_kwargs
         self.on_call = on_call
+        #: Called with the tick number by worker 0 as each burst starts, before its call.
+        self.on_tick = on_tick
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -267,6 +280,8 @@ class _Workload:
             pause = start + step * interval - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
+            if worker == 0:
+                self.on_tick(step)
             self._call(worker, index)
 
     def _call(self, worker: int, index: int) -> None:
@@ -385,7 +400,14 @@ def _run_client(
             # Stock as users run it has no timeout at all; the demo must end, so it is bounded.
             call_kwargs = {"_request_timeout": options.stock_timeout}
         try:
-            workload = _Workload(kubernetes.client.CoreV1Api(client), options, call_kwargs, on_call)
+
+            def on_tick(tick: int) -> None:
+                if tick == THROTTLE_TICK:
+                    server.inject(THROTTLE, times=THROTTLE_REQUESTS)
+
+            workload = _Workload(
+                kubernetes.client.CoreV1Api(client), options, call_kwargs, on_call, on_tick
+            )
             workload.setup()
             server.reset_stats()
             for index, (fault, probability, times) in enumerate(FAULTS):
@@ -568,8 +590,9 @@ def footnotes(result: DemoResult) -> list[str]:
         f" threads in resync bursts (every worker at once), {TARGET_QPS:.0f} calls/s on average,"
         f" over TLS, seed {options.seed}; the stock client keeps {stock_pool_size()} connections"
         " (cpu_count() x 5). Each client gets a fresh fake API server with the same seeded"
-        " faults: 503s, a short burst of 429 with Retry-After: 1, resets, truncated bodies and up"
-        " to two stalled responses.",
+        " faults: 503s, resets, truncated bodies, up to two stalled responses, and a throttling"
+        f" episode: the first {THROTTLE_REQUESTS} requests of burst {THROTTLE_TICK + 1} answered"
+        " 429 with Retry-After: 1.",
         f"¹ The stock client as users run it has no timeout; here each call has"
         f" _request_timeout={options.stock_timeout:g} so that the demo ends. resilient_kube runs"
         f" with its defaults plus {settings}; the dead-server probe uses"

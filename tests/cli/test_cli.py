@@ -75,6 +75,8 @@ def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(document["versions"]) == {"resilient_kube", "kubernetes", "urllib3", "python"}
     assert document["versions"]["resilient_kube"] == resilient_kube.__version__
     assert all({"fault", "probability", "times"} <= set(f) for f in document["faults"])
+    assert document["throttling_episode"]["requests"] == _demo.THROTTLE_REQUESTS
+    assert "429" in document["throttling_episode"]["fault"]
     assert set(document["clients"]) == {"stock", "resilient_kube"}
     for name, client in document["clients"].items():
         assert set(client) == CLIENT_KEYS
