@@ -132,7 +132,7 @@ def overhead(quick: bool) -> dict[str, Any]:
     defaults = resilient_kube.Settings()
     same_timeouts = (defaults.connect_timeout, defaults.read_timeout)
     server = ServerProcess()
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"rounds": rounds}
     try:
         for threads, per_thread in ((1, single_calls), (32, max(10, single_calls // 32))):
             rows: dict[str, list[tuple[float, float, int]]] = {name: [] for name in _OVERHEAD}

@@ -148,7 +148,8 @@ def render(results: dict[str, Any], images: list[str]) -> str:
         "",
         "resilient_kube runs with `qps=None` here, so the numbers measure the transport and not"
         " the limit; the limiter's own cost is below. CPU is this process's CPU per call (the"
-        " server's is not counted); medians of 15 short rounds, the clients taking turns."
+        f" server's is not counted); medians of {overhead.get('rounds', 15)} short rounds, the"
+        " clients taking turns."
         " *stock, same timeouts* is the stock client given resilient_kube's default timeouts the"
         " only way it takes them, `_request_timeout=(5, 30)` on every call. That costs it twice:"
         " the argument is validated and turned into a `urllib3.Timeout` on each call (about"
@@ -289,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render:
         stored: dict[str, Any] = json.loads((DOCS / "benchmarks.json").read_text())
-        (DOCS / "performance.md").write_text(render(stored, plots(stored)))
+        # Without matplotlib the plots on disk stay, and so do the page's links to them.
+        images = plots(stored) or sorted(path.name for path in IMAGES.glob("*.png"))
+        (DOCS / "performance.md").write_text(render(stored, images))
         print(f"wrote {DOCS / 'performance.md'} from {DOCS / 'benchmarks.json'}")
         return 0
     results: dict[str, Any] = {"quick": args.quick, "machine": machine()}

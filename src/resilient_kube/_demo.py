@@ -134,6 +134,16 @@ class DemoOptions:
             raise ValueError(f"stock_timeout={self.stock_timeout!r} must be between 1 and 600")
 
     @property
+    def bursts(self) -> int:
+        """How many resync bursts the workload makes: every worker calls once per burst."""
+        return math.ceil(self.calls / self.threads)
+
+    @property
+    def throttles(self) -> bool:
+        """Whether the run reaches the burst that meets the throttling episode."""
+        return self.bursts > THROTTLE_TICK
+
+    @property
     def probe_deadline(self) -> float:
         """resilient_kube's deadline in the dead-server probe: 3 s, less for a short bound."""
         return min(3.0, self.stock_timeout / 3)
@@ -166,6 +176,8 @@ class ClientResult:
     errors: dict[str, int]
     #: Faults the server served, by kind.
     faults_served: dict[str, int]
+    #: Responses the server sent, by HTTP status ("200", "429", "503", ...).
+    responses_by_status: dict[str, int]
     elapsed_seconds: float
 
 
@@ -190,11 +202,14 @@ class DemoResult:
                 {"fault": repr(fault), "probability": probability, "times": times}
                 for fault, probability, times in FAULTS
             ],
+            # None when the run ends before the burst that meets it.
             "throttling_episode": {
                 "fault": repr(THROTTLE),
                 "tick": THROTTLE_TICK,
                 "requests": THROTTLE_REQUESTS,
-            },
+            }
+            if self.options.throttles
+            else None,
             "resilient_settings": dict(RESILIENT_SETTINGS),
             "clients": {name: dataclasses.asdict(r) for name, r in self.results.items()},
             "elapsed_seconds": round(self.elapsed_seconds, 3),
@@ -233,14 +248,14 @@ class _Workload:
         options: DemoOptions,
         call_kwargs: dict[str, Any],
         on_call: Callable[[], None],
-        on_tick: Callable[[int], None],
+        throttle: Callable[[], None],
     ) -> None:
         self.api = api
         self.options = options
         self.call_kwargs = call_kwargs
         self.on_call = on_call
-        #: Called with the tick number by worker 0 as each burst starts, before its call.
-        self.on_tick = on_tick
+        #: Starts the throttling episode, just before burst ``THROTTLE_TICK``.
+        self.throttle = throttle
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -248,6 +263,10 @@ class _Workload:
     def setup(self) -> None:
         for worker in range(self.options.threads):
             self.api.create_namespaced_config_map(_NAMESPACE, self._body(worker, None, 0))
+
+    def interval(self) -> float:
+        """Seconds from one burst to the next."""
+        return self.options.threads / TARGET_QPS
 
     def run(self) -> None:
         # The first tick a little ahead, so that every worker is waiting for it.
@@ -260,6 +279,12 @@ class _Workload:
         ]
         for thread in threads:
             thread.start()
+        if self.options.throttles:
+            # Set just ahead of the burst, so that the burst's first requests meet it.
+            pause = start + THROTTLE_TICK * self.interval() - 0.01 - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            self.throttle()
         for thread in threads:
             # Defensive: every call is bounded (stock_timeout or the deadline), so this returns.
             thread.join()
@@ -273,15 +298,13 @@ class _Workload:
 
     def _worker(self, worker: int, start: float) -> None:
         options = self.options
-        interval = options.threads / TARGET_QPS
+        interval = self.interval()
         for step, index in enumerate(range(worker, options.calls, options.threads)):
             # A controller's resync: on every tick each worker reconciles its object, all at once;
             # TARGET_QPS on average, in bursts as wide as the worker pool.
             pause = start + step * interval - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            if worker == 0:
-                self.on_tick(step)
             self._call(worker, index)
 
     def _call(self, worker: int, index: int) -> None:
@@ -401,12 +424,11 @@ def _run_client(
             call_kwargs = {"_request_timeout": options.stock_timeout}
         try:
 
-            def on_tick(tick: int) -> None:
-                if tick == THROTTLE_TICK:
-                    server.inject(THROTTLE, times=THROTTLE_REQUESTS)
+            def throttle() -> None:
+                server.inject(THROTTLE, times=THROTTLE_REQUESTS)
 
             workload = _Workload(
-                kubernetes.client.CoreV1Api(client), options, call_kwargs, on_call, on_tick
+                kubernetes.client.CoreV1Api(client), options, call_kwargs, on_call, throttle
             )
             workload.setup()
             server.reset_stats()
@@ -447,6 +469,7 @@ def _run_client(
         dead_server_error="",
         errors=dict(workload.errors),
         faults_served=dict(stats.faults_by_kind),
+        responses_by_status={str(code): n for code, n in sorted(stats.responses_by_status.items())},
         elapsed_seconds=round(elapsed, 3),
     )
 
@@ -590,9 +613,13 @@ def footnotes(result: DemoResult) -> list[str]:
         f" threads in resync bursts (every worker at once), {TARGET_QPS:.0f} calls/s on average,"
         f" over TLS, seed {options.seed}; the stock client keeps {stock_pool_size()} connections"
         " (cpu_count() x 5). Each client gets a fresh fake API server with the same seeded"
-        " faults: 503s, resets, truncated bodies, up to two stalled responses, and a throttling"
-        f" episode: the first {THROTTLE_REQUESTS} requests of burst {THROTTLE_TICK + 1} answered"
-        " 429 with Retry-After: 1.",
+        " faults: 503s, resets, truncated bodies, up to two stalled responses"
+        + (
+            f", and a throttling episode: the first {THROTTLE_REQUESTS} requests from burst"
+            f" {THROTTLE_TICK + 1} on answered 429 with Retry-After: 1."
+            if options.throttles
+            else "."
+        ),
         f"¹ The stock client as users run it has no timeout; here each call has"
         f" _request_timeout={options.stock_timeout:g} so that the demo ends. resilient_kube runs"
         f" with its defaults plus {settings}; the dead-server probe uses"

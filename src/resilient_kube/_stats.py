@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import threading
 from collections import Counter
@@ -81,8 +80,9 @@ class Counters:
 
     def value(self, name: str) -> int:
         """The current count of ``name``."""
-        # A copy of a count starts where the original stands; taking from it reads the value.
-        return next(copy.copy(self._counts[name]))
+        # A count shows where it stands only in its repr, "count(N)" (copying one is deprecated
+        # since Python 3.12 and gone in 3.14); reading it does not advance it.
+        return int(repr(self._counts[name])[len("count(") : -1])
 
     def retried(self, reason: str, wait: float) -> None:
         """Record one retry for ``reason`` after waiting ``wait`` seconds."""

@@ -62,12 +62,26 @@ class _BufferedResponse(urllib3.HTTPResponse):
 
     _rk_replay: io.BytesIO
 
+    @property
+    def closed(self) -> bool:
+        # The socket is already back in the pool: open until the caller closes it, so that
+        # ``with response:`` and io wrappers work as on a response still reading its socket.
+        if not self.auto_close:
+            return bool(io.IOBase.closed.__get__(self))
+        return self._rk_replay.closed
+
+    def close(self) -> None:
+        self._rk_replay.close()
+        super().close()
+
     def read(
         self,
         amt: int | None = None,
         decode_content: bool | None = None,
         cache_content: bool = False,
     ) -> bytes:
+        if self._rk_replay.closed:
+            return b""  # as a closed socket response reads
         return self._rk_replay.read(amt if amt is not None and amt >= 0 else -1)
 
     def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:

@@ -22,7 +22,7 @@ CLIENT_KEYS = {
     "client", "calls", "succeeded", "success_rate", "p50_ms", "p99_ms", "wire_requests",
     "wire_requests_per_call", "connections_opened", "dns_queries", "dns_queries_measured",
     "dead_server_seconds", "dead_server_gave_up", "dead_server_error", "errors",
-    "faults_served", "elapsed_seconds",
+    "faults_served", "responses_by_status", "elapsed_seconds",
 }  # fmt: skip
 
 
@@ -84,6 +84,9 @@ def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
         assert client["calls"] == 24
         assert 0 <= client["success_rate"] <= 1
         assert client["wire_requests"] >= client["calls"]
+        # The whole throttling episode was served, whatever the client did with it.
+        assert client["responses_by_status"]["429"] == _demo.THROTTLE_REQUESTS
+        assert sum(client["responses_by_status"].values()) <= client["wire_requests"]
     stock, resilient = document["clients"]["stock"], document["clients"]["resilient_kube"]
     assert resilient["dns_queries_measured"] is True
     assert stock["dns_queries_measured"] is False
@@ -92,6 +95,15 @@ def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert stock["dead_server_gave_up"] is True
     assert resilient["dead_server_gave_up"] is False
     assert resilient["dead_server_seconds"] < stock["dead_server_seconds"]
+
+
+def test_a_run_too_short_for_the_throttling_episode_reports_none() -> None:
+    short = _demo.DemoOptions(calls=8, threads=4)  # two bursts; the episode meets the third
+    assert not short.throttles
+    result = _demo.DemoResult(options=short, results={}, elapsed_seconds=0.0)
+    assert result.to_json()["throttling_episode"] is None
+    assert "throttling" not in " ".join(_demo.footnotes(result))
+    assert _demo.DemoOptions(calls=9, threads=4).throttles
 
 
 def test_demo_table(capsys: pytest.CaptureFixture[str]) -> None:

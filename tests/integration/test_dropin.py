@@ -5,6 +5,7 @@ These tests also run against the oldest supported kubernetes release (see .ci/ru
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -119,6 +120,16 @@ def test_request_timeout_preload_content_and_async_req(configuration: client.Con
         assert json.loads(pieces.data)["metadata"]["name"] == "raw"
         lines = v1.read_namespaced_config_map("raw", "default", _preload_content=False)
         assert b'"raw"' in b"".join(lines)
+        # File-like use: a ``with`` block, and io wrappers over the raw response.
+        with v1.read_namespaced_config_map("raw", "default", _preload_content=False) as held:
+            assert not held.closed
+            assert json.loads(held.read())["metadata"]["name"] == "raw"
+        assert held.closed
+        assert held.read() == b""
+        wrapped = v1.read_namespaced_config_map("raw", "default", _preload_content=False)
+        assert '"raw"' in io.TextIOWrapper(wrapped, encoding="utf-8").read()
+        buffered = v1.read_namespaced_config_map("raw", "default", _preload_content=False)
+        assert b'"raw"' in io.BufferedReader(buffered).read()
         thread = v1.read_namespaced_config_map("raw", "default", async_req=True)
         assert thread.get(timeout=10).metadata.name == "raw"
 

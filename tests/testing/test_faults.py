@@ -266,6 +266,7 @@ def test_counters(fake_api_server: FakeApiServer, core: Any) -> None:
     assert stats.requests_by_method == {"GET": 2, "POST": 1}
     assert stats.requests_by_path["/api/v1/namespaces/default/configmaps/a"] == 1
     assert stats.faults_by_kind == {"StatusFault": 1}
+    assert stats.responses_by_status == {200: 1, 201: 1, 500: 1}
     assert fake_api_server.request_count() == 3
     assert fake_api_server.request_count("GET") == 2
     assert fake_api_server.request_count(path="/configmaps") == 2

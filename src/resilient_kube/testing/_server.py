@@ -97,6 +97,8 @@ class ServerStats(NamedTuple):
     requests_by_path: Counter[str]
     #: Faults served, by class name: ``StatusFault``, ``ResetConnection``, ...
     faults_by_kind: Counter[str]
+    #: Responses sent, by HTTP status code (injected ``StatusFault`` answers included).
+    responses_by_status: Counter[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ class _Stats:
             self._connections = 0
             self._requests: list[RequestInfo] = []
             self._faults: Counter[str] = Counter()
+            self._statuses: Counter[int] = Counter()
 
     def connection(self) -> None:
         with self._lock:
@@ -138,6 +141,10 @@ class _Stats:
         with self._lock:
             self._faults[type(fault).__name__] += 1
 
+    def response(self, code: int) -> None:
+        with self._lock:
+            self._statuses[code] += 1
+
     def snapshot(self) -> ServerStats:
         with self._lock:
             requests = list(self._requests)
@@ -148,6 +155,7 @@ class _Stats:
                 requests_by_method=Counter(r.method for r in requests),
                 requests_by_path=Counter(r.path for r in requests),
                 faults_by_kind=Counter(self._faults),
+                responses_by_status=Counter(self._statuses),
             )
 
     def count(self, verb: str | None, path: str | None) -> int:
@@ -632,6 +640,10 @@ def _shutdown(conn: socket.socket) -> None:
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog is 5: a burst of new connections overflows it and the
+    # kernel drops SYNs, which costs the client a 1 s retransmit. A real API server listens
+    # with the system's maximum.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], app: FakeApiServer) -> None:
         self.app = app
@@ -674,6 +686,11 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer
 
     # -- connection -------------------------------------------------------------------------
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Every answer, errors from http.server included, starts here.
+        self.server.app._stats.response(code)
+        super().send_response(code, message)
 
     def setup(self) -> None:
         app = self.server.app
