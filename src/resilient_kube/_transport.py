@@ -28,7 +28,9 @@ import tenacity
 import urllib3
 import urllib3.exceptions as u3
 from urllib3._request_methods import RequestMethods
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.response import BaseHTTPResponse
+from urllib3.util.url import parse_url
 
 from . import errors
 from ._limiter import TokenBucket
@@ -47,6 +49,10 @@ WATCH_READ_MARGIN = 30.0
 
 #: urllib3 retries off, built once: urllib3 would otherwise convert ``False`` on every attempt.
 _NO_RETRIES = urllib3.Retry(total=False)
+
+#: A request URI that urllib3's ``parse_url`` leaves exactly as it is: only characters it allows
+#: unencoded, upper-case percent-escapes, no fragment. (Dot segments are checked apart.)
+_PLAIN_URI = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-F]{2})*")
 
 _FLOW_SCHEMA = "X-Kubernetes-PF-FlowSchema-UID"
 _PRIORITY_LEVEL = "X-Kubernetes-PF-PriorityLevel-UID"
@@ -207,6 +213,10 @@ class Transport(RequestMethods):
         self._jitter = tenacity.wait_random_exponential(
             multiplier=settings.backoff_base, max=settings.backoff_max
         )
+        #: ``(scheme://host:port, pool)`` of the last URL sent, for ``_route``.
+        self._last_route: tuple[str, HTTPConnectionPool] | None = None
+        #: Proxy managers rewrite requests in their own ``urlopen``: they always get the URL.
+        self._direct = type(manager) is urllib3.PoolManager
 
     # --- what kubernetes and urllib3 call ------------------------------------------------------
 
@@ -259,6 +269,7 @@ class Transport(RequestMethods):
 
     def clear(self) -> None:
         """Close every pooled connection (``RESTClientObject.close`` calls this)."""
+        self._last_route = None  # the manager lets go of its pools: so must we
         self.manager.clear()
 
     def __getattr__(self, name: str) -> Any:
@@ -309,6 +320,8 @@ class Transport(RequestMethods):
                 total = float(timeout) if isinstance(timeout, (int, float)) else timeout.total
                 read = total
                 connect = total if connect is None else min(connect, total)
+        if "headers" not in kw:  # as PoolManager.urlopen fills them in
+            kw["headers"] = self.headers
         body = kw.get("body")
         preload = bool(kw.get("preload_content", True))
         kw["preload_content"] = False  # kw is this call's own dict (built by **kw)
@@ -352,10 +365,12 @@ class Transport(RequestMethods):
         call.attempts += 1
         next(self._attempts)
         try:
-            response = self.manager.urlopen(
+            pool, uri = self._route(call.url)
+            response = pool.urlopen(
                 call.method,
-                call.url,
+                uri,
                 redirect=False,
+                assert_same_host=False,
                 retries=_NO_RETRIES,
                 timeout=timeout,
                 **call.send_kwargs,
@@ -364,6 +379,31 @@ class Transport(RequestMethods):
         except (u3.HTTPError, OSError) as exc:
             raise _AttemptFailed(classify_error(exc), exc) from exc
         return buffered
+
+    def _route(self, url: str) -> tuple[Any, str]:
+        """The pool for ``url`` and what to send it, as ``PoolManager.urlopen`` would find them.
+
+        kubernetes builds every URL as ``Configuration.host`` plus a path, so the pool of the last
+        URL's ``scheme://host:port`` is kept: parsing the URL and looking the pool up again cost
+        more than the rest of the transport's work on a call. A URI that ``parse_url`` would
+        rewrite (escapes, dot segments), a closed pool and a proxy take the manager's way.
+        """
+        if not self._direct:
+            return self.manager, url
+        last = self._last_route
+        if last is not None and url.startswith(last[0]) and last[1].pool is not None:
+            uri = url[len(last[0]) :]
+            if _PLAIN_URI.fullmatch(uri) and "/." not in uri.partition("?")[0]:
+                return last[1], uri
+        parsed = parse_url(url)
+        pool = self.manager.connection_from_host(
+            parsed.host, port=parsed.port, scheme=parsed.scheme
+        )
+        uri = parsed.request_uri
+        prefix = url[: len(url) - len(uri)]
+        if url.endswith(uri) and prefix == f"{parsed.scheme}://{parsed.netloc}":
+            self._last_route = (prefix, pool)
+        return pool, uri
 
     def _finish(self, call: _Call, response: BaseHTTPResponse) -> BaseHTTPResponse:
         """Read the body within the deadline (not for a healthy stream) and note server signals."""
