@@ -99,7 +99,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             rest_configuration.client_go_retries = False
             rest.configuration = rest_configuration
         manager = rest.pool_manager
-        install_pools(
+        watching = install_pools(
             manager,
             PoolContext(settings=settings, counters=self._counters, dns=self._dns, clock=clock),
             keep_socket_options=getattr(self.configuration, "socket_options", None) is not None,
@@ -109,6 +109,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             settings,
             self._counters,
             limiter=self._limiter,
+            watching=watching,
             budget=RetryBudget(
                 settings.retry_budget_ratio,
                 settings.retry_budget_min_per_second,

@@ -29,6 +29,7 @@ from ._dialer import create_connection
 from ._dns import DnsCache
 from ._settings import Settings
 from ._stats import Counters
+from ._watchdog import current as current_watch
 
 __all__ = ["PoolContext", "install_pools", "socket_options"]
 
@@ -76,6 +77,7 @@ class _ConnectionMixin:
     rk_released_at: float = 0.0
 
     # Attributes of urllib3's HTTPConnection that this mixin reads.
+    sock: socket.socket | None
     _dns_host: str
     host: str
     port: int
@@ -109,7 +111,17 @@ class _ConnectionMixin:
         peer = sock.getpeername()
         self.rk_address = str(peer[0])
         context.counters.add("connections_opened")
+        watch = current_watch()
+        if watch is not None:
+            watch.restart()  # connecting had its own limit; answering starts from here
         return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None and current_watch() is not None:
+            # Connected already, and the watchdog keeps the attempt's time: send on a blocking
+            # socket (urllib3 would set the connect timeout, a poll() before every send).
+            self.timeout = None
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
 class ResilientHTTPConnection(_ConnectionMixin, urllib3.connection.HTTPConnection):
@@ -145,6 +157,9 @@ class _PoolMixin:
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         conn = super()._get_conn(timeout)  # type: ignore[misc]
+        watch = current_watch()
+        if watch is not None:
+            watch.attach(conn)
         context = self.rk_context
         if conn.sock is None:  # new, or dropped and reset by urllib3: it will connect afresh
             return conn
@@ -165,6 +180,11 @@ class _PoolMixin:
         return conn
 
     def _put_conn(self, conn: Any) -> None:
+        watch = current_watch()
+        if watch is not None:
+            # Before the pool has it back: the watchdog must never shut down a connection
+            # that another attempt has taken.
+            watch.detach()
         if conn is not None:
             conn.rk_released_at = self.rk_context.clock()
         super()._put_conn(conn)  # type: ignore[misc]
@@ -188,13 +208,16 @@ def _is_ip_literal(host: str) -> bool:
 
 def install_pools(
     manager: urllib3.PoolManager, context: PoolContext, *, keep_socket_options: bool
-) -> None:
+) -> bool:
     """Retune a pool manager built by ``kubernetes`` and give it resilient_kube's pool classes.
 
     ``keep_socket_options``: the user set ``Configuration.socket_options``; theirs win.
 
     SOCKS proxies keep urllib3's SOCKS pools: the proxy resolves names there, so the DNS cache
     has nothing to do, but the socket options, pool size and timeouts still apply.
+
+    Returns whether the pools are resilient_kube's, whose hooks let the watchdog find the
+    connection of an attempt (``_watchdog``); SOCKS pools keep socket timeouts instead.
     """
     settings = context.settings
     pool_kw = manager.connection_pool_kw
@@ -204,9 +227,10 @@ def install_pools(
     if not keep_socket_options:
         pool_kw["socket_options"] = socket_options(settings)
     if manager.pool_classes_by_scheme.get("http") is not HTTPConnectionPool:
-        return  # SOCKSProxyManager: keep its SOCKS pool classes
+        return False  # SOCKSProxyManager: keep its SOCKS pool classes
     # PoolManager only calls these as pool_cls(host, port, **kw): a partial binds the context.
     manager.pool_classes_by_scheme = {
         "http": functools.partial(ResilientHTTPConnectionPool, rk_context=context),  # type: ignore[dict-item]
         "https": functools.partial(ResilientHTTPSConnectionPool, rk_context=context),  # type: ignore[dict-item]
     }
+    return True

@@ -38,6 +38,9 @@ from ._retry import IDEMPOTENT_METHODS, Failure, RetryBudget, classify_error, cl
 from ._retry import retry_after as server_retry_after
 from ._settings import Settings
 from ._stats import Counters
+from ._watchdog import Watch
+from ._watchdog import start as start_watch
+from ._watchdog import stop as stop_watch
 
 __all__ = ["WATCH_READ_MARGIN", "Transport"]
 
@@ -123,8 +126,11 @@ class _Call:
     #: What urllib3 gets for every attempt: the caller's arguments, the body never preloaded
     #: (the attempt reads it itself, within the deadline).
     send_kwargs: dict[str, Any]
-    #: Each attempt's timeouts while the deadline is further away than both.
+    #: Each attempt's socket timeouts while the deadline is further away than both (a watched
+    #: call's sockets only have the connect timeout: the watchdog keeps its read time).
     timeout: urllib3.Timeout
+    #: Whether the watchdog keeps this call's read time (every call but a stream).
+    watched: bool
     #: What the caller asked of the response it gets back.
     preload: bool
     decode: bool
@@ -140,6 +146,8 @@ class _Call:
     last_failure: Failure | None = None
     stop_reason: str = "attempts"
     retry_after: float | None = field(default=None)
+    #: The running attempt's watch, while the watchdog keeps its time.
+    watch: Watch | None = None
 
     def remaining(self) -> float | None:
         return None if self.deadline_at is None else self.deadline_at - self.clock()
@@ -186,6 +194,7 @@ class Transport(RequestMethods):
         *,
         limiter: TokenBucket | None,
         budget: RetryBudget,
+        watching: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -206,9 +215,12 @@ class Transport(RequestMethods):
             before_sleep=self._before_sleep,
             retry_error_callback=self._give_up,
         )
-        #: Every call's timeouts unless it brings its own: built once, urllib3 validates each.
+        #: The watchdog needs resilient_kube's pools (their hooks tell it the connection).
+        self._watching = watching
+        #: Every call's socket timeouts unless it brings its own: built once, urllib3 validates
+        #: each. A watched call's socket blocks once connected (see ``_watchdog``).
         self._timeout = urllib3.Timeout(
-            connect=settings.connect_timeout, read=settings.read_timeout
+            connect=settings.connect_timeout, read=None if watching else settings.read_timeout
         )
         self._jitter = tenacity.wait_random_exponential(
             multiplier=settings.backoff_base, max=settings.backoff_max
@@ -325,6 +337,7 @@ class Transport(RequestMethods):
         body = kw.get("body")
         preload = bool(kw.get("preload_content", True))
         kw["preload_content"] = False  # kw is this call's own dict (built by **kw)
+        watched = self._watching and not streaming
         return _Call(
             method=method,
             url=url,
@@ -332,8 +345,9 @@ class Transport(RequestMethods):
             timeout=(
                 self._timeout
                 if connect == settings.connect_timeout and read == settings.read_timeout
-                else urllib3.Timeout(connect=connect, read=read)
+                else urllib3.Timeout(connect=connect, read=None if watched else read)
             ),
+            watched=watched,
             preload=preload,
             decode=bool(kw.get("decode_content", True)),
             streaming=streaming,
@@ -355,7 +369,15 @@ class Transport(RequestMethods):
             remaining = call.remaining()
         connect, read = call.connect, call.read
         timeout = call.timeout
-        if remaining is not None and (
+        watch = None
+        if call.watched:
+            if remaining is not None and (connect is None or remaining < connect):
+                timeout = urllib3.Timeout(connect=max(remaining, 0.001), read=None)
+            hard_at = None if remaining is None else time.monotonic() + remaining
+            if read is not None or hard_at is not None:
+                watch = call.watch = Watch(read, hard_at)
+                start_watch(watch)
+        elif remaining is not None and (
             connect is None or read is None or remaining < max(connect, read)
         ):
             remaining = max(remaining, 0.001)
@@ -377,7 +399,16 @@ class Transport(RequestMethods):
             )
             buffered = self._finish(call, response)
         except (u3.HTTPError, OSError) as exc:
-            raise _AttemptFailed(classify_error(exc), exc) from exc
+            cause: BaseException = exc
+            if watch is not None and watch.fired:
+                # The watchdog shut the socket down: whatever broke, the cause is the time.
+                message = f"Read timed out. (read timeout={read})"
+                cause = u3.ReadTimeoutError(None, call.url, message)  # type: ignore[arg-type]
+            raise _AttemptFailed(classify_error(cause), cause) from exc
+        finally:
+            if watch is not None:
+                call.watch = None
+                stop_watch(watch)
         return buffered
 
     def _route(self, url: str) -> tuple[Any, str]:
@@ -431,16 +462,20 @@ class Transport(RequestMethods):
         return response
 
     def _read_body(self, call: _Call, response: BaseHTTPResponse) -> bytes:
-        """Read the whole body with the socket's timeout cut to what the deadline leaves.
+        """Read the whole body within its read time and the deadline.
 
-        Each ``recv`` waits at most that long, so a stalled body ends the attempt on time; a
-        server that trickles bytes slower than that but never stops can overrun the deadline.
+        A watched call's body gets ``read`` seconds of its own from the watchdog. A stream's
+        socket timeout is cut to what the deadline leaves: each ``recv`` waits at most that
+        long, so a server that trickles bytes but never stops can overrun the deadline there.
         """
         if call.deadline_at is not None:
             remaining = call.deadline_at - self._clock()
             if remaining <= 0:
                 response.release_conn()
                 raise u3.ReadTimeoutError(None, call.url, "deadline reached")  # type: ignore[arg-type]
+        if call.watch is not None:
+            call.watch.extend_to(call.read)  # the body's own read time, within the deadline
+        elif call.deadline_at is not None:
             read = call.read
             # urllib3 left the socket at the attempt's read timeout: it only needs cutting when
             # the deadline is now nearer than that.

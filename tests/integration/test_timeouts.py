@@ -244,3 +244,79 @@ def test_32_threads_open_at_most_32_connections_without_pool_warnings(
     assert api_client.stats().transport.connections_opened <= 32
     assert "Connection pool is full" not in caplog.text
     api_client.close()
+
+
+# --- the watchdog: ordinary calls' sockets block, and a thread ends an attempt that overran ---
+
+
+def test_connected_sockets_of_ordinary_calls_block(server: FakeApiServer) -> None:
+    # No socket timeout, so no poll() before every send and recv: the watchdog keeps the time.
+    api_client = ApiClient(server.configuration())
+    client.CoreV1Api(api_client).list_namespace()
+    pool_manager = api_client.rest_client.pool_manager
+    (pool,) = pool_manager.manager.pools._container.values()
+    connection = pool.pool.queue[-1]
+    assert connection.sock is not None
+    assert connection.sock.gettimeout() is None
+    api_client.close()
+
+
+def test_a_stalled_answer_over_tls_times_out(fake_api_server_tls: FakeApiServer) -> None:
+    fake_api_server_tls.inject(Stall(), verb="get", times=None)
+    api_client = ApiClient(fake_api_server_tls.configuration(), read_timeout=0.5, max_attempts=2)
+    v1 = client.CoreV1Api(api_client)
+    took, error = elapsed(lambda: v1.read_namespace("default"))
+    assert isinstance(error, ReadTimeout)
+    assert error.attempts == 2
+    assert 1.0 <= took < 2.5
+    fake_api_server_tls.clear_faults()
+    # The shut-down connections were not pooled: the next call simply works.
+    assert v1.read_namespace("default").metadata.name == "default"
+    api_client.close()
+
+
+def test_a_body_that_stops_halfway_times_out() -> None:
+    """Headers and half the body arrive, then nothing: the body has its own read time."""
+    release = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n" + b'{"kind": "Namespace"'
+            )
+            release.wait(10)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    api_client = ApiClient(
+        client.Configuration(host=f"http://127.0.0.1:{port}"), read_timeout=0.5, max_attempts=1
+    )
+    try:
+        took, error = elapsed(lambda: client.CoreV1Api(api_client).read_namespace("default"))
+        assert isinstance(error, ReadTimeout)
+        assert "read timeout" in str(error)
+        assert 0.5 <= took < 1.5
+    finally:
+        release.set()
+        thread.join(10)
+        listener.close()
+        api_client.close()
+
+
+def test_a_create_that_timed_out_is_not_sent_again(server: FakeApiServer) -> None:
+    server.inject(Stall(), verb="create", times=None)
+    api_client = ApiClient(server.configuration(), read_timeout=0.5, max_attempts=3)
+    took, error = elapsed(
+        lambda: client.CoreV1Api(api_client).create_namespaced_config_map(
+            "default", configmap("once")
+        )
+    )
+    assert isinstance(error, ReadTimeout)
+    assert server.request_count("create") == 1
+    assert took < 1.5
+    api_client.close()
