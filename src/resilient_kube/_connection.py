@@ -117,11 +117,19 @@ class _ConnectionMixin:
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        if self.sock is not None and current_watch() is not None:
+        watch = current_watch()
+        if watch is None:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+            return
+        if self.sock is not None:
             # Connected already, and the watchdog keeps the attempt's time: send on a blocking
             # socket (urllib3 would set the connect timeout, a poll() before every send).
             self.timeout = None
-        super().request(*args, **kwargs)  # type: ignore[misc]
+        watch.sending = True
+        try:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            watch.sending = False
 
 
 class ResilientHTTPConnection(_ConnectionMixin, urllib3.connection.HTTPConnection):

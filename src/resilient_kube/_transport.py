@@ -367,10 +367,13 @@ class Transport(RequestMethods):
         if self.limiter is not None and not call.streaming:
             self.limiter.acquire(timeout=remaining)
             remaining = call.remaining()
+        call.attempts += 1
+        next(self._attempts)
         connect, read = call.connect, call.read
         timeout = call.timeout
         watch = None
         if call.watched:
+            # The socket keeps only the connect timeout; the watchdog keeps the rest.
             if remaining is not None and (connect is None or remaining < connect):
                 timeout = urllib3.Timeout(connect=max(remaining, 0.001), read=None)
             hard_at = None if remaining is None else time.monotonic() + remaining
@@ -384,8 +387,6 @@ class Transport(RequestMethods):
             connect = remaining if connect is None else min(connect, remaining)
             read = remaining if read is None else min(read, remaining)
             timeout = urllib3.Timeout(connect=connect, read=read)
-        call.attempts += 1
-        next(self._attempts)
         try:
             pool, uri = self._route(call.url)
             response = pool.urlopen(

@@ -6,6 +6,12 @@ largest part of resilient_kube's cost per call. So the sockets of ordinary calls
 watchdog thread ends an attempt that overran its time by shutting its socket down, which wakes
 the blocked ``recv`` or ``send`` at once. The attempt then reports a read timeout.
 
+``read_timeout`` limits silence, not the whole response, as a socket timeout does: when a watch
+is due, the kernel's ``TCP_INFO`` tells how long ago the server last sent data (or, while the
+request is still going out, acknowledged it). A server that is still talking gets ``read`` more
+seconds from its last word, within the deadline. Where ``TCP_INFO`` is missing (not Linux) the
+response headers and then the body each get ``read`` seconds.
+
 Watches are checked every ``TICK`` seconds while any exist (and for ``LINGER`` seconds after the
 last one, so that a busy client does not wake the thread on every call); an idle process has a
 sleeping thread. Connecting keeps its socket timeout: a new connection is rare and its
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -32,12 +39,16 @@ LINGER = 2.0
 _current = threading.local()
 #: ``Watch.conn`` before the pool has handed the attempt a connection.
 _PENDING: Any = object()
+#: ``struct tcp_info`` (linux/tcp.h): milliseconds since data and since an ACK last arrived.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_LAST_RECEIVED = struct.Struct("=II")
+_LAST_RECEIVED_OFFSET = 52
 
 
 class Watch:
     """One attempt's time limit, and the connection it will shut down when it passes."""
 
-    __slots__ = ("_lock", "conn", "expires_at", "fired", "hard_at", "read")
+    __slots__ = ("_lock", "conn", "expires_at", "fired", "hard_at", "read", "sending")
 
     def __init__(self, read: float | None, hard_at: float | None) -> None:
         #: Seconds the server may take to answer, counted again once a new connection is up.
@@ -47,6 +58,8 @@ class Watch:
         self.expires_at = _expiry(time.monotonic(), read, hard_at)
         #: The pooled connection the attempt is using; None once it is back in the pool.
         self.conn: Any = _PENDING
+        #: The request is still going out: acknowledgements count as the server's word.
+        self.sending = False
         self.fired = False
         self._lock = threading.Lock()
 
@@ -66,15 +79,24 @@ class Watch:
         """The body is next: it gets ``seconds`` (its own read time), within the deadline."""
         self.expires_at = _expiry(time.monotonic(), seconds, self.hard_at)
 
-    def fire(self) -> bool:
-        """Shut the attempt's socket down; False while it has none yet (try again next tick)."""
+    def fire(self, now: float) -> bool:
+        """The watch is due: shut the attempt's socket down, unless the server is still talking.
+
+        Returns False when the watch must stay: no socket yet (connecting has its own timeout)
+        or a new expiry, ``read`` seconds after the server's last word.
+        """
         with self._lock:
             conn = self.conn
             if conn is None:
                 return True  # the connection is back in the pool: the attempt is over
             sock = None if conn is _PENDING else getattr(conn, "sock", None)
             if sock is None:
-                return False  # not connected yet: connecting has its own socket timeout
+                return False
+            quiet = _quiet_seconds(sock, self.sending)
+            if quiet is not None and self.read is not None and quiet < self.read:
+                self.expires_at = _expiry(now - quiet, self.read, self.hard_at)
+                if self.expires_at > now:
+                    return False
             self.fired = True
             # Already closed is fine: the attempt has ended anyway. socket.socket's own
             # shutdown, also for an SSLSocket: its override would drop the TLS state under the
@@ -82,6 +104,23 @@ class Watch:
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
             return True
+
+
+def _quiet_seconds(sock: socket.socket, sending: bool) -> float | None:
+    """How long the peer has been silent, from the kernel; None where it cannot tell."""
+    if _TCP_INFO is None:
+        return None
+    try:
+        info = socket.socket.getsockopt(sock, socket.IPPROTO_TCP, _TCP_INFO, 64)
+    except OSError:
+        return None
+    if len(info) < _LAST_RECEIVED_OFFSET + _LAST_RECEIVED.size:
+        return None
+    data_ms: int
+    ack_ms: int
+    data_ms, ack_ms = _LAST_RECEIVED.unpack_from(info, _LAST_RECEIVED_OFFSET)
+    # Only while sending: an idle connection's keepalive probes are acknowledged too.
+    return (min(data_ms, ack_ms) if sending else data_ms) / 1000
 
 
 def _expiry(now: float, seconds: float | None, hard_at: float | None) -> float:
@@ -143,7 +182,7 @@ class _Watchdog:
             time.sleep(TICK)
             now = time.monotonic()
             for key, watch in list(self._watches.items()):
-                if watch.expires_at <= now and watch.fire():
+                if watch.expires_at <= now and watch.fire(now):
                     self._watches.pop(key, None)
             if self._watches:
                 quiet_since = now

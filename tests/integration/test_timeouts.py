@@ -320,3 +320,39 @@ def test_a_create_that_timed_out_is_not_sent_again(server: FakeApiServer) -> Non
     assert server.request_count("create") == 1
     assert took < 1.5
     api_client.close()
+
+
+def test_a_body_that_keeps_coming_outlives_read_timeout() -> None:
+    """read_timeout limits silence: a slow body whose bytes keep coming is not cut off."""
+    body = b'{"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "slow"}}'
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body)
+            )
+            for index in range(len(body)):  # about 1.4 s in all, never 0.5 s of silence
+                if stop.wait(0.02):
+                    return
+                conn.sendall(body[index : index + 1])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    api_client = ApiClient(
+        client.Configuration(host=f"http://127.0.0.1:{port}"), read_timeout=0.5, max_attempts=1
+    )
+    try:
+        took, error = elapsed(lambda: client.CoreV1Api(api_client).read_namespace("slow"))
+        assert error is None
+        assert took > 1.0  # longer than read_timeout, twice over
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+        api_client.close()

@@ -27,9 +27,9 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 def test_a_watch_waits_for_its_connection() -> None:
     watch = Watch(read=1.0, hard_at=None)
-    assert not watch.fire()  # no connection yet: try again next tick
+    assert not watch.fire(time.monotonic())  # no connection yet: try again next tick
     watch.attach(Connection(sock=None))
-    assert not watch.fire()  # still connecting: connect has its own timeout
+    assert not watch.fire(time.monotonic())  # still connecting: connect has its own timeout
     assert not watch.fired
 
 
@@ -37,7 +37,7 @@ def test_firing_shuts_the_socket_down(pair: tuple[socket.socket, socket.socket])
     ours, theirs = pair
     watch = Watch(read=1.0, hard_at=None)
     watch.attach(Connection(sock=ours))
-    assert watch.fire()
+    assert watch.fire(time.monotonic())
     assert watch.fired
     assert ours.recv(1) == b""  # a blocked recv would have woken with this
     assert theirs.recv(1) == b""
@@ -48,7 +48,7 @@ def test_a_detached_connection_is_never_touched(pair: tuple[socket.socket, socke
     watch = Watch(read=1.0, hard_at=None)
     watch.attach(Connection(sock=ours))
     watch.detach()  # back in the pool: another attempt may hold it now
-    assert watch.fire()  # nothing left to do
+    assert watch.fire(time.monotonic())  # nothing left to do
     assert not watch.fired
     theirs.sendall(b"x")
     assert ours.recv(1) == b"x"
@@ -80,3 +80,31 @@ def test_the_watchdog_wakes_a_blocked_recv(pair: tuple[socket.socket, socket.soc
         assert watch.fired
     finally:
         _watchdog.stop(watch)
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname())
+        theirs, _ = listener.accept()
+    with ours, theirs:
+        yield ours, theirs
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="the kernel's TCP_INFO is Linux's")
+def test_a_server_that_just_spoke_gets_more_time(tcp_pair: tuple[socket.socket, ...]) -> None:
+    ours, theirs = tcp_pair
+    theirs.sendall(b"x")
+    assert ours.recv(1) == b"x"
+    now = time.monotonic()
+    talking = Watch(read=5.0, hard_at=None)
+    talking.attach(Connection(sock=ours))
+    talking.expires_at = now  # due
+    assert not talking.fire(now)
+    assert not talking.fired
+    assert talking.expires_at > now + 4  # read seconds from its last word
+    # The deadline is never extended, however talkative the server.
+    bounded = Watch(read=5.0, hard_at=now)
+    bounded.attach(Connection(sock=ours))
+    assert bounded.fire(now)
+    assert bounded.fired
