@@ -403,14 +403,22 @@ class Transport(RequestMethods):
             cause: BaseException = exc
             if watch is not None and watch.fired:
                 # The watchdog shut the socket down: whatever broke, the cause is the time.
-                message = f"Read timed out. (read timeout={read})"
-                cause = u3.ReadTimeoutError(None, call.url, message)  # type: ignore[arg-type]
+                cause = self._timed_out(call, watch)
             raise _AttemptFailed(classify_error(cause), cause) from exc
         finally:
             if watch is not None:
                 call.watch = None
                 stop_watch(watch)
         return buffered
+
+    def _timed_out(self, call: _Call, watch: Watch) -> u3.ReadTimeoutError:
+        """The error urllib3 would have raised had the socket's own timeout expired."""
+        if watch.hard_at is not None and time.monotonic() >= watch.hard_at:
+            limit = "deadline reached"
+        else:
+            limit = f"read timeout={call.read}"
+        pool = self.manager.connection_from_url(call.url)
+        return u3.ReadTimeoutError(pool, call.url, f"Read timed out. ({limit})")
 
     def _route(self, url: str) -> tuple[Any, str]:
         """The pool for ``url`` and what to send it, as ``PoolManager.urlopen`` would find them.
