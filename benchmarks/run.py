@@ -154,10 +154,13 @@ def render(results: dict[str, Any], images: list[str]) -> str:
         " only way it takes them, `_request_timeout=(5, 30)` on every call. That costs it twice:"
         " the argument is validated and turned into a `urllib3.Timeout` on each call (about"
         " 13 µs on one thread), and a socket with a timeout makes CPython `poll()` and release"
-        " the GIL once more before every `send` and `recv` (nothing measurable on one thread,"
-        " about 40 µs of CPU per call with 32 threads sharing the GIL). resilient_kube has the"
-        " timeouts without the per-call argument, and pays the second price like anyone with a"
-        " timeout.",
+        " the GIL once more before every `send` and `recv` (hardly measurable on one thread,"
+        " tens of µs of CPU per call with 32 threads sharing the GIL). resilient_kube pays"
+        " neither: its timeouts are settings, and once connected its sockets block while a"
+        " watchdog thread keeps each attempt's read time and deadline"
+        " ([timeouts](timeouts.md#who-keeps-the-time-the-watchdog)). It also sends straight to"
+        " the API server's pool, where the stock client's `PoolManager` parses the URL and looks"
+        " the pool up on every call.",
         "",
         _row("threads", "client", "GETs/s", "CPU µs/call", "connections opened"),
         _row("---", "---", "---:", "---:", "---:"),
