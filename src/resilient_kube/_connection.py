@@ -111,9 +111,6 @@ class _ConnectionMixin:
         peer = sock.getpeername()
         self.rk_address = str(peer[0])
         context.counters.add("connections_opened")
-        watch = current_watch()
-        if watch is not None:
-            watch.restart()  # connecting had its own limit; answering starts from here
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
@@ -122,14 +119,18 @@ class _ConnectionMixin:
             super().request(*args, **kwargs)  # type: ignore[misc]
             return
         if self.sock is not None:
-            # Connected already, and the watchdog keeps the attempt's time: send on a blocking
-            # socket (urllib3 would set the connect timeout, a poll() before every send).
+            # Connected (TLS and any proxy tunnel included, under the connect timeout): from
+            # here the watchdog keeps the time, so send on a blocking socket (urllib3 would set
+            # the connect timeout, a poll() before every send).
             self.timeout = None
+            watch.arm(self.sock)
         watch.sending = True
         try:
             super().request(*args, **kwargs)  # type: ignore[misc]
         finally:
             watch.sending = False
+        if watch.sock is None and self.sock is not None:
+            watch.arm(self.sock)  # a new plain-HTTP connection: http.client connected to send
 
 
 class ResilientHTTPConnection(_ConnectionMixin, urllib3.connection.HTTPConnection):
@@ -192,7 +193,7 @@ class _PoolMixin:
         if watch is not None:
             # Before the pool has it back: the watchdog must never shut down a connection
             # that another attempt has taken.
-            watch.detach()
+            watch.detach(conn)
         if conn is not None:
             conn.rk_released_at = self.rk_context.clock()
         super()._put_conn(conn)  # type: ignore[misc]

@@ -183,6 +183,8 @@ class Transport(RequestMethods):
         counters: where the transport and retry counters go.
         limiter: the client's token bucket, or None.
         budget: the client's retry budget.
+        watching: the pools are resilient_kube's (``install_pools`` said so), whose hooks tell
+            the watchdog each attempt's connection; otherwise sockets keep read timeouts.
         clock: monotonic seconds; sleep: how to wait (both injectable for tests).
     """
 
@@ -194,7 +196,7 @@ class Transport(RequestMethods):
         *,
         limiter: TokenBucket | None,
         budget: RetryBudget,
-        watching: bool = True,
+        watching: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -378,8 +380,7 @@ class Transport(RequestMethods):
                 timeout = urllib3.Timeout(connect=max(remaining, 0.001), read=None)
             hard_at = None if remaining is None else time.monotonic() + remaining
             if read is not None or hard_at is not None:
-                watch = call.watch = Watch(read, hard_at)
-                start_watch(watch)
+                watch = Watch(read, hard_at)
         elif remaining is not None and (
             connect is None or read is None or remaining < max(connect, read)
         ):
@@ -387,7 +388,11 @@ class Transport(RequestMethods):
             connect = remaining if connect is None else min(connect, remaining)
             read = remaining if read is None else min(read, remaining)
             timeout = urllib3.Timeout(connect=connect, read=read)
+        pool: Any = None
         try:
+            if watch is not None:
+                call.watch = watch
+                start_watch(watch)
             pool, uri = self._route(call.url)
             response = pool.urlopen(
                 call.method,
@@ -403,21 +408,27 @@ class Transport(RequestMethods):
             cause: BaseException = exc
             if watch is not None and watch.fired:
                 # The watchdog shut the socket down: whatever broke, the cause is the time.
-                cause = self._timed_out(call, watch)
+                cause = self._timed_out(call, watch, pool)
             raise _AttemptFailed(classify_error(cause), cause) from exc
         finally:
             if watch is not None:
                 call.watch = None
                 stop_watch(watch)
+        if watch is not None and watch.fired:
+            # Shut down mid-headers, http.client can take the end of the stream for the end of
+            # an empty response: a fired watch is a timeout whatever came back.
+            cause = self._timed_out(call, watch, pool)
+            raise _AttemptFailed(classify_error(cause), cause)
         return buffered
 
-    def _timed_out(self, call: _Call, watch: Watch) -> u3.ReadTimeoutError:
+    def _timed_out(self, call: _Call, watch: Watch, pool: Any) -> u3.ReadTimeoutError:
         """The error urllib3 would have raised had the socket's own timeout expired."""
         if watch.hard_at is not None and time.monotonic() >= watch.hard_at:
             limit = "deadline reached"
         else:
             limit = f"read timeout={call.read}"
-        pool = self.manager.connection_from_url(call.url)
+        if not isinstance(pool, HTTPConnectionPool):  # a proxy manager: its pool for the URL
+            pool = self.manager.connection_from_url(call.url)
         return u3.ReadTimeoutError(pool, call.url, f"Read timed out. ({limit})")
 
     def _route(self, url: str) -> tuple[Any, str]:

@@ -21,6 +21,7 @@ sleeping thread. Connecting keeps its socket timeout: a new connection is rare a
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import struct
@@ -36,6 +37,8 @@ TICK = 0.01
 #: How long the watchdog keeps ticking after the last attempt ended.
 LINGER = 2.0
 
+log = logging.getLogger(__name__)
+
 _current = threading.local()
 #: ``Watch.conn`` before the pool has handed the attempt a connection.
 _PENDING: Any = object()
@@ -46,34 +49,54 @@ _LAST_RECEIVED_OFFSET = 52
 
 
 class Watch:
-    """One attempt's time limit, and the connection it will shut down when it passes."""
+    """One attempt's time limit, and the socket it shuts down when the limit passes.
 
-    __slots__ = ("_lock", "conn", "expires_at", "fired", "hard_at", "read", "sending")
+    The attempt's thread calls, in order: ``attach`` (the pool handed out a connection),
+    ``arm`` (connected: the request goes out now; connecting has its own socket timeout),
+    ``detach`` (the connection goes back to the pool). The watchdog calls ``fire``.
+    """
+
+    __slots__ = ("_lock", "conn", "expires_at", "fired", "hard_at", "read", "sending", "sock")
 
     def __init__(self, read: float | None, hard_at: float | None) -> None:
-        #: Seconds the server may take to answer, counted again once a new connection is up.
+        #: Seconds the server may stay silent.
         self.read = read
         #: The call's deadline (monotonic), which nothing extends.
         self.hard_at = hard_at
         self.expires_at = _expiry(time.monotonic(), read, hard_at)
-        #: The pooled connection the attempt is using; None once it is back in the pool.
+        #: The connection the pool handed this attempt; None once it is back in the pool.
         self.conn: Any = _PENDING
+        #: The socket to shut down, once armed: held here because http.client lets go of
+        #: ``conn.sock`` while a response that closes the connection is still being read.
+        self.sock: socket.socket | None = None
         #: The request is still going out: acknowledgements count as the server's word.
         self.sending = False
         self.fired = False
         self._lock = threading.Lock()
 
     def attach(self, conn: Any) -> None:
-        self.conn = conn
+        """The pool handed out ``conn``: the first one is this attempt's."""
+        if self.conn is _PENDING:
+            self.conn = conn
 
-    def detach(self) -> None:
-        """The connection goes back to the pool: from now on it is someone else's."""
+    def arm(self, sock: Any) -> None:
+        """Connected: from now on the server's silence is timed, and ``sock`` is shut on expiry."""
+        raw = _raw_socket(sock)
+        with self._lock:
+            if self.sock is None:
+                self.expires_at = _expiry(time.monotonic(), self.read, self.hard_at)
+            self.sock = raw
+
+    def detach(self, conn: Any) -> None:
+        """``conn`` goes back to the pool: if it is this attempt's, it is someone else's now."""
+        if conn is self.conn:
+            with self._lock:
+                self.conn = None
+
+    def end(self) -> None:
+        """The attempt is over: nothing of it may be touched any more."""
         with self._lock:
             self.conn = None
-
-    def restart(self) -> None:
-        """A new connection is up: the server's time to answer starts now."""
-        self.expires_at = _expiry(time.monotonic(), self.read, self.hard_at)
 
     def extend_to(self, seconds: float | None) -> None:
         """The body is next: it gets ``seconds`` (its own read time), within the deadline."""
@@ -82,28 +105,35 @@ class Watch:
     def fire(self, now: float) -> bool:
         """The watch is due: shut the attempt's socket down, unless the server is still talking.
 
-        Returns False when the watch must stay: no socket yet (connecting has its own timeout)
+        Returns False when the watch must stay: not armed yet (connecting has its own timeout),
         or a new expiry, ``read`` seconds after the server's last word.
         """
         with self._lock:
-            conn = self.conn
-            if conn is None:
-                return True  # the connection is back in the pool: the attempt is over
-            sock = None if conn is _PENDING else getattr(conn, "sock", None)
+            if self.conn is None:
+                return True  # back in the pool, or the attempt ended: nothing to do
+            sock = self.sock
             if sock is None:
                 return False
+            if sock.fileno() < 0:
+                return True  # closed: the attempt is ending anyway
             quiet = _quiet_seconds(sock, self.sending)
             if quiet is not None and self.read is not None and quiet < self.read:
                 self.expires_at = _expiry(now - quiet, self.read, self.hard_at)
                 if self.expires_at > now:
                     return False
             self.fired = True
-            # Already closed is fine: the attempt has ended anyway. socket.socket's own
-            # shutdown, also for an SSLSocket: its override would drop the TLS state under the
-            # thread that is reading.
+            # socket.socket's own shutdown, also for an SSLSocket: its override would drop the
+            # TLS state under the thread that is reading. Closed meanwhile is fine.
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
             return True
+
+
+def _raw_socket(sock: Any) -> socket.socket:
+    """The ``socket.socket`` under ``sock`` (TLS inside TLS wraps one in urllib3's SSLTransport)."""
+    while not isinstance(sock, socket.socket):
+        sock = sock.socket
+    return sock
 
 
 def _quiet_seconds(sock: socket.socket, sending: bool) -> float | None:
@@ -112,7 +142,7 @@ def _quiet_seconds(sock: socket.socket, sending: bool) -> float | None:
         return None
     try:
         info = socket.socket.getsockopt(sock, socket.IPPROTO_TCP, _TCP_INFO, 64)
-    except OSError:
+    except OSError:  # not TCP (a Unix socket), or closed
         return None
     if len(info) < _LAST_RECEIVED_OFFSET + _LAST_RECEIVED.size:
         return None
@@ -166,8 +196,18 @@ class _Watchdog:
     def stop(self, watch: Watch) -> None:
         """The attempt is over: forget it (its connection, if any, is no longer touched)."""
         _current.watch = None
-        watch.detach()
+        watch.end()
         self._watches.pop(id(watch), None)
+
+    @staticmethod
+    def _fire(watch: Watch, now: float) -> bool:
+        try:
+            return watch.fire(now)
+        except Exception:
+            # The thread keeps every client's time: it must not die of one odd socket. That
+            # watch is dropped (a bug, logged): its attempt has no read limit left.
+            log.exception("resilient_kube watchdog: cannot check %r", watch.sock)
+            return True
 
     def _run(self) -> None:
         quiet_since = time.monotonic()
@@ -182,7 +222,7 @@ class _Watchdog:
             time.sleep(TICK)
             now = time.monotonic()
             for key, watch in list(self._watches.items()):
-                if watch.expires_at <= now and watch.fire(now):
+                if watch.expires_at <= now and self._fire(watch, now):
                     self._watches.pop(key, None)
             if self._watches:
                 quiet_since = now

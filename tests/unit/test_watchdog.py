@@ -15,7 +15,14 @@ from resilient_kube._watchdog import Watch
 
 @dataclass
 class Connection:
-    sock: socket.socket | None
+    sock: object | None
+
+
+@dataclass
+class Wrapped:
+    """Like urllib3's SSLTransport (TLS inside TLS): not a socket, but holds one."""
+
+    socket: socket.socket
 
 
 @pytest.fixture
@@ -25,33 +32,82 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield ours, theirs
 
 
-def test_a_watch_waits_for_its_connection() -> None:
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname())
+        theirs, _ = listener.accept()
+    with ours, theirs:
+        yield ours, theirs
+
+
+def armed(sock: object, read: float | None = 1.0, hard_at: float | None = None) -> Watch:
+    watch = Watch(read=read, hard_at=hard_at)
+    watch.attach(Connection(sock=sock))
+    watch.arm(sock)
+    return watch
+
+
+def test_a_watch_waits_until_it_is_armed(pair: tuple[socket.socket, socket.socket]) -> None:
     watch = Watch(read=1.0, hard_at=None)
-    assert not watch.fire(time.monotonic())  # no connection yet: try again next tick
-    watch.attach(Connection(sock=None))
-    assert not watch.fire(time.monotonic())  # still connecting: connect has its own timeout
+    now = time.monotonic() + 10
+    assert not watch.fire(now)  # no connection yet: try again next tick
+    watch.attach(Connection(sock=pair[0]))
+    assert not watch.fire(now)  # connecting (TLS, a proxy's CONNECT): the connect timeout's job
     assert not watch.fired
 
 
 def test_firing_shuts_the_socket_down(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, theirs = pair
-    watch = Watch(read=1.0, hard_at=None)
-    watch.attach(Connection(sock=ours))
+    watch = armed(ours)
     assert watch.fire(time.monotonic())
     assert watch.fired
     assert ours.recv(1) == b""  # a blocked recv would have woken with this
     assert theirs.recv(1) == b""
 
 
-def test_a_detached_connection_is_never_touched(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_the_socket_under_a_tls_in_tls_wrapper_is_shut(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = pair
+    watch = armed(Wrapped(ours))
+    assert watch.sock is ours
+    assert watch.fire(time.monotonic())
+    assert ours.recv(1) == b""
+
+
+def test_a_connection_back_in_the_pool_is_never_touched(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
     ours, theirs = pair
-    watch = Watch(read=1.0, hard_at=None)
-    watch.attach(Connection(sock=ours))
-    watch.detach()  # back in the pool: another attempt may hold it now
+    watch = armed(ours)
+    watch.detach(watch.conn)  # back in the pool: another attempt may hold it now
     assert watch.fire(time.monotonic())  # nothing left to do
     assert not watch.fired
     theirs.sendall(b"x")
     assert ours.recv(1) == b"x"
+
+
+def test_only_the_attempts_own_connection_detaches_it(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # Another response released on this thread (a finalizer, say) is not this attempt's.
+    ours, _ = pair
+    watch = armed(ours)
+    mine = watch.conn
+    watch.attach(Connection(sock=None))  # a second checkout does not replace the first
+    watch.detach(Connection(sock=None))
+    assert watch.conn is mine
+    assert watch.fire(time.monotonic())
+    assert watch.fired
+
+
+def test_a_closed_socket_ends_the_watch(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, _ = pair
+    watch = armed(ours)
+    ours.close()
+    assert watch.fire(time.monotonic())
+    assert not watch.fired
 
 
 def test_the_deadline_caps_every_read_time() -> None:
@@ -68,43 +124,35 @@ def test_the_deadline_caps_every_read_time() -> None:
     assert free.expires_at >= now + 5
 
 
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="the kernel's TCP_INFO is Linux's")
+def test_a_server_that_just_spoke_gets_more_time(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = tcp_pair
+    theirs.sendall(b"x")
+    assert ours.recv(1) == b"x"
+    now = time.monotonic()
+    talking = armed(ours, read=5.0)
+    talking.expires_at = now  # due
+    assert not talking.fire(now)
+    assert not talking.fired
+    assert talking.expires_at > now + 4  # read seconds from its last word
+    # The deadline is never extended, however talkative the server.
+    bounded = armed(ours, read=5.0, hard_at=now)
+    assert bounded.fire(now)
+    assert bounded.fired
+
+
 def test_the_watchdog_wakes_a_blocked_recv(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, _ = pair
     watch = Watch(read=0.2, hard_at=None)
     _watchdog.start(watch)
-    watch.attach(Connection(sock=ours))
     try:
+        watch.attach(Connection(sock=ours))
+        watch.arm(ours)
         began = time.monotonic()
         assert ours.recv(1) == b""  # blocks until the watchdog shuts the socket down
         assert 0.2 <= time.monotonic() - began < 0.2 + 1.0
         assert watch.fired
     finally:
         _watchdog.stop(watch)
-
-
-@pytest.fixture
-def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        ours = socket.create_connection(listener.getsockname())
-        theirs, _ = listener.accept()
-    with ours, theirs:
-        yield ours, theirs
-
-
-@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="the kernel's TCP_INFO is Linux's")
-def test_a_server_that_just_spoke_gets_more_time(tcp_pair: tuple[socket.socket, ...]) -> None:
-    ours, theirs = tcp_pair
-    theirs.sendall(b"x")
-    assert ours.recv(1) == b"x"
-    now = time.monotonic()
-    talking = Watch(read=5.0, hard_at=None)
-    talking.attach(Connection(sock=ours))
-    talking.expires_at = now  # due
-    assert not talking.fire(now)
-    assert not talking.fired
-    assert talking.expires_at > now + 4  # read seconds from its last word
-    # The deadline is never extended, however talkative the server.
-    bounded = Watch(read=5.0, hard_at=now)
-    bounded.attach(Connection(sock=ours))
-    assert bounded.fire(now)
-    assert bounded.fired

@@ -1,0 +1,218 @@
+"""The watchdog keeps ordinary calls' time on every path a connection can take.
+
+Connecting (TCP, a proxy's CONNECT, TLS) is bounded by the connect timeout; once the request goes
+out, the watchdog bounds the server's silence. Each test is a server that goes quiet somewhere
+along that path, over loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from kubernetes import client
+
+from resilient_kube import ApiClient, ReadTimeout
+from resilient_kube.testing import FakeApiServer, Stall
+
+from .conftest import configmap
+
+
+def elapsed(call: Callable[[], object]) -> tuple[float, BaseException | None]:
+    start = time.monotonic()
+    try:
+        call()
+    except Exception as exc:
+        return time.monotonic() - start, exc
+    return time.monotonic() - start, None
+
+
+def pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+class Relay:
+    """A loopback TCP listener that hands each connection to ``handle`` on its own thread.
+
+    Every socket a handler opens is ``keep()``-ed, so that ``close()`` can shut it down and wake
+    the handler wherever it waits.
+    """
+
+    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
+        self._handle = handle
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.stop = threading.Event()
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._listener.accept()
+                threading.Thread(target=self._handle, args=(self.keep(conn),), daemon=True).start()
+
+    def keep(self, sock: socket.socket) -> socket.socket:
+        self._held.append(sock)
+        return sock
+
+    def splice(self, conn: socket.socket, port: int) -> None:
+        """Connect to ``port`` and copy bytes both ways until either side is done."""
+        upstream = self.keep(socket.create_connection(("127.0.0.1", port)))
+        threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+        pipe(upstream, conn)
+
+    def close(self) -> None:
+        self.stop.set()
+        self._listener.close()
+        for sock in self._held:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+@pytest.fixture
+def relays() -> Iterator[list[Relay]]:
+    started: list[Relay] = []
+    yield started
+    for relay in started:
+        relay.close()
+
+
+def raw_server(relays: list[Relay], answer: bytes) -> str:
+    """A server that reads the request, sends ``answer`` and then nothing, ever."""
+
+    def handle(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(answer)
+
+    relay = Relay(handle)
+    relays.append(relay)
+    return f"http://127.0.0.1:{relay.port}"
+
+
+def connect_proxy(
+    relays: list[Relay], *, delay: float = 0.0, tls: ssl.SSLContext | None = None
+) -> str:
+    """An HTTP CONNECT proxy (HTTPS with ``tls``) that answers CONNECT after ``delay`` seconds."""
+
+    def handle(conn: socket.socket) -> None:
+        if tls is not None:
+            conn = relay.keep(tls.wrap_socket(conn, server_side=True))
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        port = int(request.split(b" ")[1].rsplit(b":", 1)[1])
+        if relay.stop.wait(delay):
+            return
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        relay.splice(conn, port)
+
+    relay = Relay(handle)
+    relays.append(relay)
+    return f"{'https' if tls else 'http'}://127.0.0.1:{relay.port}"
+
+
+def test_headers_that_stop_halfway_time_out_and_a_get_is_retried(relays: list[Relay]) -> None:
+    # Shut down mid-headers, http.client may read the end of the stream as an empty answer.
+    url = raw_server(relays, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+    api_client = ApiClient(client.Configuration(host=url), read_timeout=0.3, max_attempts=2)
+    took, error = elapsed(lambda: client.CoreV1Api(api_client).read_namespace("default"))
+    assert isinstance(error, ReadTimeout)
+    assert error.attempts == 2
+    assert took < 2.0
+    api_client.close()
+
+
+def test_a_body_that_stalls_on_a_closing_connection_times_out(relays: list[Relay]) -> None:
+    # With "Connection: close" http.client lets go of the connection's socket while the body
+    # is still being read: the watch holds it.
+    url = raw_server(
+        relays,
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nline 1\n",
+    )
+    api_client = ApiClient(client.Configuration(host=url), read_timeout=0.3, max_attempts=1)
+    took, error = elapsed(
+        lambda: client.CoreV1Api(api_client).read_namespaced_pod_log("pod", "default")
+    )
+    assert isinstance(error, ReadTimeout)
+    assert took < 1.5
+    api_client.close()
+
+
+def test_a_slow_tls_handshake_is_connecting_not_silence(relays: list[Relay]) -> None:
+    with FakeApiServer(tls=True) as server:
+
+        def slow_handshake(conn: socket.socket) -> None:
+            if not relay.stop.wait(0.8):  # longer than read_timeout, shorter than connect_timeout
+                relay.splice(conn, server.port)
+
+        relay = Relay(slow_handshake)
+        relays.append(relay)
+        configuration = server.configuration()
+        configuration.host = f"https://127.0.0.1:{relay.port}"
+        api_client = ApiClient(configuration, connect_timeout=5, read_timeout=0.5, max_attempts=1)
+        took, error = elapsed(lambda: client.CoreV1Api(api_client).list_namespace())
+        assert error is None
+        assert took >= 0.8
+        api_client.close()
+        # Silence after such a handshake is still timed.
+        server.inject(Stall(), verb="list", times=None)
+        api_client = ApiClient(configuration, connect_timeout=5, read_timeout=0.5, max_attempts=1)
+        took, error = elapsed(lambda: client.CoreV1Api(api_client).list_namespace())
+        assert isinstance(error, ReadTimeout)
+        assert 0.8 + 0.5 <= took < 3.0
+        api_client.close()
+
+
+def test_a_slow_proxy_connect_is_connecting_not_silence(relays: list[Relay]) -> None:
+    with FakeApiServer(tls=True) as server:
+        configuration = server.configuration()
+        configuration.proxy = connect_proxy(relays, delay=0.8)
+        api_client = ApiClient(configuration, connect_timeout=5, read_timeout=0.5, max_attempts=3)
+        v1 = client.CoreV1Api(api_client)
+        took, error = elapsed(lambda: v1.create_namespaced_config_map("default", configmap("p")))
+        assert error is None
+        assert server.request_count("create") == 1
+        assert took >= 0.8
+        api_client.close()
+
+
+def test_through_an_https_proxy_to_an_https_server(relays: list[Relay], tmp_path: Path) -> None:
+    # TLS inside TLS: the connection's socket is urllib3's SSLTransport, not a socket.
+    proxy_ca = trustme.CA()
+    proxy_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    proxy_ca.issue_cert("127.0.0.1").configure_cert(proxy_tls)
+    with FakeApiServer(tls=True) as server:
+        server.inject(Stall(), verb="list", times=None)
+        configuration = server.configuration()
+        bundle = tmp_path / "cas.pem"
+        bundle.write_bytes(
+            Path(str(configuration.ssl_ca_cert)).read_bytes() + proxy_ca.cert_pem.bytes()
+        )
+        configuration.ssl_ca_cert = str(bundle)
+        configuration.proxy = connect_proxy(relays, tls=proxy_tls)
+        api_client = ApiClient(configuration, read_timeout=0.5, max_attempts=1)
+        v1 = client.CoreV1Api(api_client)
+        assert v1.read_namespace("default").metadata.name == "default"  # through the proxy
+        took, error = elapsed(v1.list_namespace)
+        assert isinstance(error, ReadTimeout)
+        assert took < 2.0
+        api_client.close()
+        # And the watchdog still keeps everyone else's time.
+        direct = ApiClient(server.configuration(), read_timeout=0.5, max_attempts=1)
+        took, error = elapsed(client.CoreV1Api(direct).list_namespace)
+        assert isinstance(error, ReadTimeout)
+        assert took < 2.0
+        direct.close()
