@@ -113,24 +113,31 @@ class _ConnectionMixin:
         context.counters.add("connections_opened")
         return sock
 
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        watch = current_watch()
+        if watch is not None and self.sock is not None:
+            # Connected (a proxy's CONNECT and TLS included, under the connect timeout): from
+            # here the watchdog keeps the time, and the socket blocks. (A plain-HTTP connection
+            # is made by http.client as the request starts to go out.)
+            self.timeout = None
+            self.sock.settimeout(None)
+            watch.arm(self.sock)
+
     def request(self, *args: Any, **kwargs: Any) -> None:
         watch = current_watch()
         if watch is None:
             super().request(*args, **kwargs)  # type: ignore[misc]
             return
         if self.sock is not None:
-            # Connected (TLS and any proxy tunnel included, under the connect timeout): from
-            # here the watchdog keeps the time, so send on a blocking socket (urllib3 would set
-            # the connect timeout, a poll() before every send).
+            # A pooled connection: send on a blocking socket under the watchdog (urllib3 would
+            # set the connect timeout, a poll() before every send).
             self.timeout = None
             watch.arm(self.sock)
-        watch.sending = True
         try:
             super().request(*args, **kwargs)  # type: ignore[misc]
         finally:
-            watch.sending = False
-        if watch.sock is None and self.sock is not None:
-            watch.arm(self.sock)  # a new plain-HTTP connection: http.client connected to send
+            watch.sent()
 
 
 class ResilientHTTPConnection(_ConnectionMixin, urllib3.connection.HTTPConnection):

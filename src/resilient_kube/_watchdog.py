@@ -7,10 +7,10 @@ watchdog thread ends an attempt that overran its time by shutting its socket dow
 the blocked ``recv`` or ``send`` at once. The attempt then reports a read timeout.
 
 ``read_timeout`` limits silence, not the whole response, as a socket timeout does: when a watch
-is due, the kernel's ``TCP_INFO`` tells how long ago the server last sent data (or, while the
-request is still going out, acknowledged it). A server that is still talking gets ``read`` more
-seconds from its last word, within the deadline. Where ``TCP_INFO`` is missing (not Linux) the
-response headers and then the body each get ``read`` seconds.
+is due, the kernel's ``TCP_INFO`` tells how long ago data last moved either way (the answer
+arriving, or the request going out as the server takes it in). An exchange still moving gets
+``read`` more seconds from then, within the deadline. Where ``TCP_INFO`` is missing (not Linux)
+the request, the wait for the headers and the body each get ``read`` seconds.
 
 Watches are checked every ``TICK`` seconds while any exist (and for ``LINGER`` seconds after the
 last one, so that a busy client does not wake the thread on every call); an idle process has a
@@ -42,10 +42,12 @@ log = logging.getLogger(__name__)
 _current = threading.local()
 #: ``Watch.conn`` before the pool has handed the attempt a connection.
 _PENDING: Any = object()
-#: ``struct tcp_info`` (linux/tcp.h): milliseconds since data and since an ACK last arrived.
+#: ``struct tcp_info`` (linux/tcp.h): milliseconds since data was last sent
+#: (``tcpi_last_data_sent``, offset 44) and since data last arrived (``tcpi_last_data_recv``,
+#: offset 52). Keepalive and window probes carry no data: they move neither.
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
-_LAST_RECEIVED = struct.Struct("=II")
-_LAST_RECEIVED_OFFSET = 52
+_LAST_DATA = struct.Struct("=I4xI")
+_LAST_DATA_OFFSET = 44
 
 
 class Watch:
@@ -56,7 +58,16 @@ class Watch:
     ``detach`` (the connection goes back to the pool). The watchdog calls ``fire``.
     """
 
-    __slots__ = ("_lock", "conn", "expires_at", "fired", "hard_at", "read", "sending", "sock")
+    __slots__ = (
+        "_lock",
+        "conn",
+        "expires_at",
+        "fired",
+        "hard_at",
+        "outer",
+        "read",
+        "sock",
+    )
 
     def __init__(self, read: float | None, hard_at: float | None) -> None:
         #: Seconds the server may stay silent.
@@ -70,7 +81,8 @@ class Watch:
         #: ``conn.sock`` while a response that closes the connection is still being read.
         self.sock: socket.socket | None = None
         #: The request is still going out: acknowledgements count as the server's word.
-        self.sending = False
+        #: The watch of an attempt this one interrupted on the same thread (see ``start``).
+        self.outer: Watch | None = None
         self.fired = False
         self._lock = threading.Lock()
 
@@ -86,6 +98,10 @@ class Watch:
             if self.sock is None:
                 self.expires_at = _expiry(time.monotonic(), self.read, self.hard_at)
             self.sock = raw
+
+    def sent(self) -> None:
+        """The request is handed to the kernel: the server's time to answer starts now."""
+        self.expires_at = _expiry(time.monotonic(), self.read, self.hard_at)
 
     def detach(self, conn: Any) -> None:
         """``conn`` goes back to the pool: if it is this attempt's, it is someone else's now."""
@@ -116,7 +132,7 @@ class Watch:
                 return False
             if sock.fileno() < 0:
                 return True  # closed: the attempt is ending anyway
-            quiet = _quiet_seconds(sock, self.sending)
+            quiet = _quiet_seconds(sock)
             if quiet is not None and self.read is not None and quiet < self.read:
                 self.expires_at = _expiry(now - quiet, self.read, self.hard_at)
                 if self.expires_at > now:
@@ -136,21 +152,24 @@ def _raw_socket(sock: Any) -> socket.socket:
     return sock
 
 
-def _quiet_seconds(sock: socket.socket, sending: bool) -> float | None:
-    """How long the peer has been silent, from the kernel; None where it cannot tell."""
+def _quiet_seconds(sock: socket.socket) -> float | None:
+    """Seconds since data last moved either way on ``sock``; None where the kernel cannot tell.
+
+    Either way: while the request is still going out, the server taking it in (the window
+    opening, so that our data moves) is its word; once it is out, only an answer is.
+    """
     if _TCP_INFO is None:
         return None
     try:
         info = socket.socket.getsockopt(sock, socket.IPPROTO_TCP, _TCP_INFO, 64)
     except OSError:  # not TCP (a Unix socket), or closed
         return None
-    if len(info) < _LAST_RECEIVED_OFFSET + _LAST_RECEIVED.size:
+    if len(info) < _LAST_DATA_OFFSET + _LAST_DATA.size:
         return None
-    data_ms: int
-    ack_ms: int
-    data_ms, ack_ms = _LAST_RECEIVED.unpack_from(info, _LAST_RECEIVED_OFFSET)
-    # Only while sending: an idle connection's keepalive probes are acknowledged too.
-    return (min(data_ms, ack_ms) if sending else data_ms) / 1000
+    sent_ms: int
+    received_ms: int
+    sent_ms, received_ms = _LAST_DATA.unpack_from(info, _LAST_DATA_OFFSET)
+    return min(sent_ms, received_ms) / 1000
 
 
 def _expiry(now: float, seconds: float | None, hard_at: float | None) -> float:
@@ -182,6 +201,9 @@ class _Watchdog:
     def start(self, watch: Watch) -> None:
         """Watch ``watch`` from now on; it is this thread's current attempt."""
         self._watches[id(watch)] = watch
+        # An API call made on this thread while another's attempt is in flight (a logging
+        # handler, a finalizer) must leave that attempt its watch.
+        watch.outer = getattr(_current, "watch", None)
         _current.watch = watch
         if self._idle:  # rare: the first attempt after a quiet spell
             with self._wake:
@@ -195,7 +217,8 @@ class _Watchdog:
 
     def stop(self, watch: Watch) -> None:
         """The attempt is over: forget it (its connection, if any, is no longer touched)."""
-        _current.watch = None
+        _current.watch = watch.outer
+        watch.outer = None
         watch.end()
         self._watches.pop(id(watch), None)
 

@@ -216,3 +216,63 @@ def test_through_an_https_proxy_to_an_https_server(relays: list[Relay], tmp_path
         assert isinstance(error, ReadTimeout)
         assert took < 2.0
         direct.close()
+
+
+def slow_reader(relays: list[Relay], *, rate: float | None, think: float) -> str:
+    """A server that takes request bodies in at ``rate`` bytes/s (None: never) and thinks."""
+
+    def handle(conn: socket.socket) -> None:
+        while True:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                if not (data := conn.recv(65536)):
+                    return
+                head += data
+            head, _, body = head.partition(b"\r\n\r\n")
+            length = next(
+                (int(line.split(b":")[1]) for line in head.split(b"\r\n")[1:]
+                 if line.lower().startswith(b"content-length:")),
+                0,
+            )  # fmt: skip
+            while len(body) < length:
+                if rate is None or relay.stop.wait(16384 / rate):
+                    relay.stop.wait()
+                    return
+                body += conn.recv(16384)
+            if relay.stop.wait(think):
+                return
+            answer = b'{"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "big"}}'
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+            )
+
+    relay = Relay(handle)
+    relays.append(relay)
+    return f"http://127.0.0.1:{relay.port}"
+
+
+def big_configmap() -> client.V1ConfigMap:
+    return client.V1ConfigMap(metadata=client.V1ObjectMeta(name="big"), data={"x": "a" * 4_000_000})
+
+
+def test_an_upload_the_server_takes_in_slowly_is_not_silence(relays: list[Relay]) -> None:
+    # The request goes out for about 2 s, then the server thinks for most of read_timeout.
+    url = slow_reader(relays, rate=2_000_000, think=0.6)
+    api_client = ApiClient(client.Configuration(host=url), read_timeout=1.0, max_attempts=1)
+    v1 = client.CoreV1Api(api_client)
+    took, error = elapsed(lambda: v1.create_namespaced_config_map("default", big_configmap()))
+    assert error is None
+    assert took > 1.0 + 0.6  # longer than read_timeout in all
+    api_client.close()
+
+
+def test_an_upload_the_server_stops_taking_times_out(relays: list[Relay]) -> None:
+    url = slow_reader(relays, rate=None, think=0)
+    api_client = ApiClient(client.Configuration(host=url), read_timeout=0.5, max_attempts=3)
+    v1 = client.CoreV1Api(api_client)
+    took, error = elapsed(lambda: v1.create_namespaced_config_map("default", big_configmap()))
+    assert isinstance(error, ReadTimeout)
+    assert error.attempts == 1  # part of the POST may have arrived: never sent again
+    assert took < 2.5
+    api_client.close()

@@ -156,3 +156,17 @@ def test_the_watchdog_wakes_a_blocked_recv(pair: tuple[socket.socket, socket.soc
         assert watch.fired
     finally:
         _watchdog.stop(watch)
+
+
+def test_a_call_nested_on_the_same_thread_leaves_the_outer_attempt_its_watch() -> None:
+    # An API call from a logging handler or a finalizer, in the middle of another attempt.
+    outer, inner = Watch(read=1.0, hard_at=None), Watch(read=1.0, hard_at=None)
+    _watchdog.start(outer)
+    try:
+        _watchdog.start(inner)
+        assert _watchdog.current() is inner
+        _watchdog.stop(inner)
+        assert _watchdog.current() is outer
+    finally:
+        _watchdog.stop(outer)
+    assert _watchdog.current() is None
