@@ -39,8 +39,10 @@ from ._retry import retry_after as server_retry_after
 from ._settings import Settings
 from ._stats import Counters
 from ._watchdog import Watch
+from ._watchdog import resume as resume_watch
 from ._watchdog import start as start_watch
 from ._watchdog import stop as stop_watch
+from ._watchdog import suspend as suspend_watch
 
 __all__ = ["WATCH_READ_MARGIN", "Transport"]
 
@@ -389,10 +391,13 @@ class Transport(RequestMethods):
             read = remaining if read is None else min(read, remaining)
             timeout = urllib3.Timeout(connect=connect, read=read)
         pool: Any = None
+        outer = None
         try:
             if watch is not None:
                 call.watch = watch
                 start_watch(watch)
+            else:
+                outer = suspend_watch()
             pool, uri = self._route(call.url)
             response = pool.urlopen(
                 call.method,
@@ -414,6 +419,8 @@ class Transport(RequestMethods):
             if watch is not None:
                 call.watch = None
                 stop_watch(watch)
+            else:
+                resume_watch(outer)
         if watch is not None and watch.fired:
             # Shut down mid-headers, http.client can take the end of the stream for the end of
             # an empty response: a fired watch is a timeout whatever came back.

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["LINGER", "TICK", "Watch", "current", "start", "stop"]
+__all__ = ["LINGER", "TICK", "Watch", "current", "resume", "start", "stop", "suspend"]
 
 #: How often the watchdog looks at the clock while attempts are in flight: a time limit fires at
 #: most this late.
@@ -42,12 +42,12 @@ log = logging.getLogger(__name__)
 _current = threading.local()
 #: ``Watch.conn`` before the pool has handed the attempt a connection.
 _PENDING: Any = object()
-#: ``struct tcp_info`` (linux/tcp.h): milliseconds since data was last sent
-#: (``tcpi_last_data_sent``, offset 44) and since data last arrived (``tcpi_last_data_recv``,
-#: offset 52). Keepalive and window probes carry no data: they move neither.
+#: ``struct tcp_info`` (linux/tcp.h): ``tcpi_retransmits`` (offset 2: timeouts of the oldest
+#: unacknowledged segment), milliseconds since data was last sent (``tcpi_last_data_sent``,
+#: offset 44) and since data last arrived (``tcpi_last_data_recv``, offset 52). Keepalive and
+#: window probes carry no data: they move neither.
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
-_LAST_DATA = struct.Struct("=I4xI")
-_LAST_DATA_OFFSET = 44
+_TCP_STATE = struct.Struct("=2xB41xI4xI")
 
 
 class Watch:
@@ -156,7 +156,8 @@ def _quiet_seconds(sock: socket.socket) -> float | None:
     """Seconds since data last moved either way on ``sock``; None where the kernel cannot tell.
 
     Either way: while the request is still going out, the server taking it in (the window
-    opening, so that our data moves) is its word; once it is out, only an answer is.
+    opening, so that our data moves) is its word; once it is out, only an answer is. Sending
+    does not count while the kernel is retransmitting: the server is not taking anything in.
     """
     if _TCP_INFO is None:
         return None
@@ -164,11 +165,15 @@ def _quiet_seconds(sock: socket.socket) -> float | None:
         info = socket.socket.getsockopt(sock, socket.IPPROTO_TCP, _TCP_INFO, 64)
     except OSError:  # not TCP (a Unix socket), or closed
         return None
-    if len(info) < _LAST_DATA_OFFSET + _LAST_DATA.size:
+    if len(info) < _TCP_STATE.size:
         return None
+    retransmits: int
     sent_ms: int
     received_ms: int
-    sent_ms, received_ms = _LAST_DATA.unpack_from(info, _LAST_DATA_OFFSET)
+    retransmits, sent_ms, received_ms = _TCP_STATE.unpack_from(info)
+    if retransmits:
+        # Data sent again because nothing was acknowledged is no sign of a server.
+        return received_ms / 1000
     return min(sent_ms, received_ms) / 1000
 
 
@@ -252,6 +257,20 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+
+
+def suspend() -> Watch | None:
+    """An attempt with no watch (a stream) runs on this thread: no outer watch is its."""
+    outer = current()
+    if outer is not None:
+        _current.watch = None
+    return outer
+
+
+def resume(outer: Watch | None) -> None:
+    """That attempt is over: the outer attempt's watch is the thread's again."""
+    if outer is not None:
+        _current.watch = outer
 
 
 def start(watch: Watch) -> None:

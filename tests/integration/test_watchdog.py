@@ -8,8 +8,13 @@ along that path, over loopback.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -276,3 +281,53 @@ def test_an_upload_the_server_stops_taking_times_out(relays: list[Relay]) -> Non
     assert error.attempts == 1  # part of the POST may have arrived: never sent again
     assert took < 2.5
     api_client.close()
+
+
+#: Runs in a network namespace of its own (``unshare -n``): its loopback only, where an iptables
+#: rule can make the server go dark without touching the machine's network.
+_GONE_DARK = """
+import json, socket, subprocess, sys, threading, time
+from kubernetes import client
+from resilient_kube import ApiClient
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+listener = socket.create_server(("127.0.0.1", 0))
+port = listener.getsockname()[1]
+answer = b'{"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "default"}}'
+def serve():
+    conn, _ = listener.accept()
+    while conn.recv(65536):
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\n"
+                     b"Content-Length: %d\\r\\n\\r\\n%s" % (len(answer), answer))
+threading.Thread(target=serve, daemon=True).start()
+api = client.CoreV1Api(ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"),
+    read_timeout=1.5, deadline=None, tcp_user_timeout=None, max_attempts=1))
+api.read_namespace("default")  # the connection is pooled
+subprocess.run(["iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
+               check=True)
+began = time.monotonic()
+try:
+    api.read_namespace("default")
+    error = None
+except Exception as exc:
+    error = type(exc).__name__
+print(json.dumps({"error": error, "took": time.monotonic() - began}))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("iptables")),
+    reason="needs root, unshare and iptables for a network namespace of its own",
+)
+def test_a_server_gone_dark_is_cut_at_read_timeout() -> None:
+    # Nothing is acknowledged: the kernel retransmits the request, which is no sign of a server.
+    done = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", _GONE_DARK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["error"] == "ReadTimeout"
+    assert 1.5 <= result["took"] < 1.5 + 1.0

@@ -170,3 +170,17 @@ def test_a_call_nested_on_the_same_thread_leaves_the_outer_attempt_its_watch() -
     finally:
         _watchdog.stop(outer)
     assert _watchdog.current() is None
+
+
+def test_an_unwatched_attempt_nested_on_the_thread_is_not_the_outer_ones() -> None:
+    # A stream opened mid-attempt must not attach or arm the interrupted attempt's watch.
+    outer = Watch(read=1.0, hard_at=None)
+    _watchdog.start(outer)
+    try:
+        suspended = _watchdog.suspend()
+        assert suspended is outer
+        assert _watchdog.current() is None
+        _watchdog.resume(suspended)
+        assert _watchdog.current() is outer
+    finally:
+        _watchdog.stop(outer)
