@@ -55,7 +55,8 @@ class Watch:
 
     The attempt's thread calls, in order: ``attach`` (the pool handed out a connection),
     ``arm`` (connected: the request goes out now; connecting has its own socket timeout),
-    ``detach`` (the connection goes back to the pool). The watchdog calls ``fire``.
+    ``sent``, ``extend_to`` (the body is next), ``detach`` (the connection goes back to the
+    pool) and ``end``. The watchdog calls ``fire``.
     """
 
     __slots__ = (
@@ -80,7 +81,6 @@ class Watch:
         #: The socket to shut down, once armed: held here because http.client lets go of
         #: ``conn.sock`` while a response that closes the connection is still being read.
         self.sock: socket.socket | None = None
-        #: The request is still going out: acknowledgements count as the server's word.
         #: The watch of an attempt this one interrupted on the same thread (see ``start``).
         self.outer: Watch | None = None
         self.fired = False
@@ -156,7 +156,7 @@ def _quiet_seconds(sock: socket.socket) -> float | None:
     """Seconds since data last moved either way on ``sock``; None where the kernel cannot tell.
 
     Either way: while the request is still going out, the server taking it in (the window
-    opening, so that our data moves) is its word; once it is out, only an answer is. Sending
+    opening, so that our data moves) is its word; once it is all taken in, only an answer is. Sending
     does not count while the kernel is retransmitting: the server is not taking anything in.
     """
     if _TCP_INFO is None:
