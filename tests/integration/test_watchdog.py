@@ -66,7 +66,14 @@ class Relay:
         with contextlib.suppress(OSError):
             while True:
                 conn, _ = self._listener.accept()
-                threading.Thread(target=self._handle, args=(self.keep(conn),), daemon=True).start()
+                threading.Thread(target=self._serve, args=(self.keep(conn),), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._handle(conn)
+        except OSError:
+            if not self.stop.is_set():
+                raise  # closing the relay breaks its sockets under the handlers: that is all
 
     def keep(self, sock: socket.socket) -> socket.socket:
         self._held.append(sock)
