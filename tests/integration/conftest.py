@@ -6,6 +6,7 @@ import pytest
 from kubernetes import client
 
 from resilient_kube.testing import FakeApiServer
+from tests.helpers.loopback import Relay
 
 
 @pytest.fixture
@@ -17,6 +18,14 @@ def server() -> Iterator[FakeApiServer]:
 @pytest.fixture
 def configuration(server: FakeApiServer) -> client.Configuration:
     return server.configuration()
+
+
+@pytest.fixture
+def relays() -> Iterator[list[Relay]]:
+    started: list[Relay] = []
+    yield started
+    for relay in started:
+        relay.close()
 
 
 def configmap(name: str, namespace: str = "default", **labels: str) -> dict[str, object]:

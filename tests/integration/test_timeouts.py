@@ -20,17 +20,9 @@ from resilient_kube import (
 from resilient_kube._transport import WATCH_READ_MARGIN
 from resilient_kube.testing import Delay, FakeApiServer, FullAcceptQueueListener, SilentWatch, Stall
 from tests.helpers.clock import FakeClock
+from tests.helpers.loopback import Relay, elapsed, raw_server
 
 from .conftest import configmap
-
-
-def elapsed(call: Callable[[], object]) -> tuple[float, BaseException | None]:
-    start = time.monotonic()
-    try:
-        call()
-    except Exception as exc:
-        return time.monotonic() - start, exc
-    return time.monotonic() - start, None
 
 
 def stock_hangs(call: Callable[[], object], seconds: float) -> bool:
@@ -275,37 +267,19 @@ def test_a_stalled_answer_over_tls_times_out(fake_api_server_tls: FakeApiServer)
     api_client.close()
 
 
-def test_a_body_that_stops_halfway_times_out() -> None:
+def test_a_body_that_stops_halfway_times_out(relays: list[Relay]) -> None:
     """Headers and half the body arrive, then nothing: the body has its own read time."""
-    release = threading.Event()
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 100\r\n\r\n" + b'{"kind": "Namespace"'
-            )
-            release.wait(10)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    api_client = ApiClient(
-        client.Configuration(host=f"http://127.0.0.1:{port}"), read_timeout=0.5, max_attempts=1
+    url = raw_server(
+        relays,
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n" + b'{"kind": "Namespace"',
     )
-    try:
-        took, error = elapsed(lambda: client.CoreV1Api(api_client).read_namespace("default"))
-        assert isinstance(error, ReadTimeout)
-        assert "read timeout" in str(error)
-        assert 0.5 <= took < 1.5
-    finally:
-        release.set()
-        thread.join(10)
-        listener.close()
-        api_client.close()
+    api_client = ApiClient(client.Configuration(host=url), read_timeout=0.5, max_attempts=1)
+    took, error = elapsed(lambda: client.CoreV1Api(api_client).read_namespace("default"))
+    assert isinstance(error, ReadTimeout)
+    assert "read timeout" in str(error)
+    assert 0.5 <= took < 1.5
+    api_client.close()
 
 
 def test_a_create_that_timed_out_is_not_sent_again(server: FakeApiServer) -> None:
@@ -322,37 +296,29 @@ def test_a_create_that_timed_out_is_not_sent_again(server: FakeApiServer) -> Non
     api_client.close()
 
 
-def test_a_body_that_keeps_coming_outlives_read_timeout() -> None:
+def test_a_body_that_keeps_coming_outlives_read_timeout(relays: list[Relay]) -> None:
     """read_timeout limits silence: a slow body whose bytes keep coming is not cut off."""
     body = b'{"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "slow"}}'
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    stop = threading.Event()
 
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body)
-            )
-            for index in range(len(body)):  # about 1.4 s in all, never 0.5 s of silence
-                if stop.wait(0.02):
-                    return
-                conn.sendall(body[index : index + 1])
+    def trickle(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for index in range(len(body)):  # about 1.4 s in all, never 0.5 s of silence
+            if relay.stop.wait(0.02):
+                return
+            conn.sendall(body[index : index + 1])
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    relay = Relay(trickle)
+    relays.append(relay)
     api_client = ApiClient(
-        client.Configuration(host=f"http://127.0.0.1:{port}"), read_timeout=0.5, max_attempts=1
+        client.Configuration(host=f"http://127.0.0.1:{relay.port}"),
+        read_timeout=0.5,
+        max_attempts=1,
     )
-    try:
-        took, error = elapsed(lambda: client.CoreV1Api(api_client).read_namespace("slow"))
-        assert error is None
-        assert took > 1.0  # longer than read_timeout, twice over
-    finally:
-        stop.set()
-        thread.join(10)
-        listener.close()
-        api_client.close()
+    took, error = elapsed(lambda: client.CoreV1Api(api_client).read_namespace("slow"))
+    assert error is None
+    assert took > 1.0  # longer than read_timeout, twice over
+    api_client.close()
