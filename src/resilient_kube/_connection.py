@@ -137,7 +137,7 @@ class _ConnectionMixin:
         try:
             super().request(*args, **kwargs)  # type: ignore[misc]
         finally:
-            watch.sent()
+            watch.restart()  # sent: the server's time to answer starts now
 
 
 class ResilientHTTPConnection(_ConnectionMixin, urllib3.connection.HTTPConnection):

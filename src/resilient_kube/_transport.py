@@ -501,7 +501,7 @@ class Transport(RequestMethods):
                 response.release_conn()
                 raise u3.ReadTimeoutError(None, call.url, "deadline reached")  # type: ignore[arg-type]
         if call.watch is not None:
-            call.watch.extend_to(call.read)  # the body's own read time, within the deadline
+            call.watch.restart()  # the body's own read time, within the deadline
         elif call.deadline_at is not None:
             read = call.read
             # urllib3 left the socket at the attempt's read timeout: it only needs cutting when

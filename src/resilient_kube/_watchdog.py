@@ -55,8 +55,8 @@ class Watch:
 
     The attempt's thread calls, in order: ``attach`` (the pool handed out a connection),
     ``arm`` (connected: the request goes out now; connecting has its own socket timeout),
-    ``sent``, ``extend_to`` (the body is next), ``detach`` (the connection goes back to the
-    pool) and ``end``. The watchdog calls ``fire``.
+    ``restart`` (the request is out; again when the body is next), ``detach`` (the connection
+    goes back to the pool) and ``end``. The watchdog calls ``fire``.
     """
 
     __slots__ = (
@@ -99,8 +99,8 @@ class Watch:
                 self.expires_at = _expiry(time.monotonic(), self.read, self.hard_at)
             self.sock = raw
 
-    def sent(self) -> None:
-        """The request is handed to the kernel: the server's time to answer starts now."""
+    def restart(self) -> None:
+        """A new phase (the request is out, the body is next): ``read`` seconds from now."""
         self.expires_at = _expiry(time.monotonic(), self.read, self.hard_at)
 
     def detach(self, conn: Any) -> None:
@@ -113,10 +113,6 @@ class Watch:
         """The attempt is over: nothing of it may be touched any more."""
         with self._lock:
             self.conn = None
-
-    def extend_to(self, seconds: float | None) -> None:
-        """The body is next: it gets ``seconds`` (its own read time), within the deadline."""
-        self.expires_at = _expiry(time.monotonic(), seconds, self.hard_at)
 
     def fire(self, now: float) -> bool:
         """The watch is due: shut the attempt's socket down, unless the server is still talking.
