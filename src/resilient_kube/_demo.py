@@ -139,6 +139,11 @@ class DemoOptions:
         return math.ceil(self.calls / self.threads)
 
     @property
+    def burst_interval(self) -> float:
+        """Seconds from one burst to the next: TARGET_QPS calls per second on average."""
+        return self.threads / TARGET_QPS
+
+    @property
     def throttles(self) -> bool:
         """Whether the run reaches the burst that meets the throttling episode."""
         return self.bursts > THROTTLE_TICK
@@ -264,10 +269,6 @@ class _Workload:
         for worker in range(self.options.threads):
             self.api.create_namespaced_config_map(_NAMESPACE, self._body(worker, None, 0))
 
-    def interval(self) -> float:
-        """Seconds from one burst to the next."""
-        return self.options.threads / TARGET_QPS
-
     def run(self) -> None:
         # The first tick a little ahead, so that every worker is waiting for it.
         start = time.monotonic() + 0.05
@@ -281,7 +282,7 @@ class _Workload:
             thread.start()
         if self.options.throttles:
             # Set just ahead of the burst, so that the burst's first requests meet it.
-            pause = start + THROTTLE_TICK * self.interval() - 0.01 - time.monotonic()
+            pause = start + THROTTLE_TICK * self.options.burst_interval - 0.01 - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
             self.throttle()
@@ -298,7 +299,7 @@ class _Workload:
 
     def _worker(self, worker: int, start: float) -> None:
         options = self.options
-        interval = self.interval()
+        interval = options.burst_interval
         for step, index in enumerate(range(worker, options.calls, options.threads)):
             # A controller's resync: on every tick each worker reconciles its object, all at once;
             # TARGET_QPS on average, in bursts as wide as the worker pool.
