@@ -1,5 +1,8 @@
 """``resilient-kube demo``: one controller-like workload, stock client and resilient_kube side by side.
 
+Both clients run under the same controller: a call that fails is requeued and made again, with
+the backoff of client-go's default controller rate limiter, as controllers do.
+
 Everything runs in this process on loopback: a ``FakeApiServer`` over TLS that misbehaves on a
 seeded schedule, a small DNS server (``resilient_kube.testing.FakeDnsServer``) that serves the
 name resilient_kube connects to, and a server that accepts and never answers (a hung API server)
@@ -26,6 +29,7 @@ import urllib3
 from kubernetes.client.rest import ApiException
 
 from ._client import ApiClient
+from ._limiter import TokenBucket
 from .testing import (
     FakeApiServer,
     FakeDnsServer,
@@ -46,7 +50,7 @@ __all__ = [
 ]
 
 #: The ``schema`` field of ``--json`` output; bumped on any incompatible change.
-JSON_SCHEMA = "resilient-kube-demo/1"
+JSON_SCHEMA = "resilient-kube-demo/2"
 #: The name resilient_kube connects to, served by the demo's own DNS server.
 DEMO_NAME = "api.demo.test"
 #: The demo DNS answer's TTL, in seconds.
@@ -65,15 +69,25 @@ FAULTS: tuple[
     (TruncatedBody(), 0.01, None),
 )
 #: A throttling episode: when resync burst number ``THROTTLE_TICK`` (from 0) starts, the server
-#: answers the next ``THROTTLE_REQUESTS`` requests 429 with Retry-After: 1, as API Priority and
-#: Fairness does when a burst overflows a priority level's queues. Rejections come in such
-#: episodes, not as an independent coin toss for a client far below its share.
+#: is overloaded for ``THROTTLE_SECONDS`` and answers every request 429 with Retry-After: 1, as
+#: API Priority and Fairness does while a priority level's queues are full. Rejections come in
+#: such episodes, not as an independent coin toss for a client far below its share.
 THROTTLE = StatusFault(429, retry_after=1, details_retry_after_seconds=1)
 THROTTLE_TICK = 2
-THROTTLE_REQUESTS = 8
+THROTTLE_SECONDS = 0.8
 #: Calls per second the whole workload aims at: a busy controller, below the 50 qps default
-#: limiter, so both clients see the same offered load and the limiter does not shape it.
+#: limiter, so both clients see the same offered load and the limiter does not shape it. Also
+#: below half of it: after a 429 the limiter halves its rate and heals as answers come back.
 TARGET_QPS = 20.0
+#: The controller's requeue backoff, client-go's ``DefaultTypedControllerRateLimiter``: the later
+#: of 5 ms doubled for each failure of the same item, and a token bucket of 10/s (burst 100)
+#: shared by every requeue.
+REQUEUE_BASE = 0.005
+REQUEUE_QPS = 10.0
+REQUEUE_BURST = 100
+#: A real controller requeues a failed item forever; the demo must end, so it gives up after
+#: this many tries (at the per-item backoff alone, about 5 s of requeues).
+MAX_TRIES = 10
 #: The resilient client's settings in the demo: everything default except these.
 RESILIENT_SETTINGS: dict[str, Any] = {
     # A healthy call here takes milliseconds; 2 s is what `resilient-kube doctor` advises.
@@ -115,14 +129,15 @@ class DemoOptions:
         seed: seeds the fault schedule; the same seed serves the same draws to both clients.
         threads: worker threads per client, each reconciling its own ConfigMaps (by default
             three per connection the stock client's pool keeps, see ``default_threads``).
-        calls: API calls per client, split across the threads.
+        calls: API calls the work needs per client, split across the threads; a call the
+            controller requeues is made again, and counts once here.
         stock_timeout: the bound put on each stock call (``_request_timeout``) and on the stock
             client's dead-server probe; the stock client has no timeout of its own.
     """
 
     seed: int = 7
     threads: int = dataclasses.field(default_factory=default_threads)
-    calls: int = 240
+    calls: int = 360
     stock_timeout: float = 10.0
 
     def __post_init__(self) -> None:
@@ -144,6 +159,11 @@ class DemoOptions:
         return self.threads / TARGET_QPS
 
     @property
+    def expected_seconds(self) -> float:
+        """About how long the demo takes when nothing stalls: the bursts of both clients."""
+        return len(CLIENTS) * self.bursts * self.burst_interval
+
+    @property
     def throttles(self) -> bool:
         """Whether the run reaches the burst that meets the throttling episode."""
         return self.bursts > THROTTLE_TICK
@@ -159,15 +179,23 @@ class ClientResult:
     """What one client did; the fields are the keys of its ``--json`` object."""
 
     client: str
+    #: Calls the work needs, and calls made: a requeued call is made again.
     calls: int
+    calls_made: int
+    #: Calls made that got a good answer, and their share of the calls made.
     succeeded: int
     success_rate: float
     #: Time to a good answer in ms; None when fewer than that share of calls got one.
     p50_ms: float | None
     p99_ms: float | None
-    #: Requests the server saw, retries included, and per call.
+    #: Requests the server saw, the client's retries and the controller's requeues included,
+    #: and per call the work needs.
     wire_requests: int
     wire_requests_per_call: float
+    #: Calls the controller requeued at least once, requeues in all, and calls given up.
+    requeued: int
+    requeues: int
+    given_up: int
     #: TCP connections the server accepted.
     connections_opened: int
     dns_queries: int
@@ -211,11 +239,17 @@ class DemoResult:
             "throttling_episode": {
                 "fault": repr(THROTTLE),
                 "tick": THROTTLE_TICK,
-                "requests": THROTTLE_REQUESTS,
+                "seconds": THROTTLE_SECONDS,
             }
             if self.options.throttles
             else None,
             "resilient_settings": dict(RESILIENT_SETTINGS),
+            "requeue": {
+                "base_seconds": REQUEUE_BASE,
+                "qps": REQUEUE_QPS,
+                "burst": REQUEUE_BURST,
+                "max_tries": MAX_TRIES,
+            },
             "clients": {name: dataclasses.asdict(r) for name, r in self.results.items()},
             "elapsed_seconds": round(self.elapsed_seconds, 3),
         }
@@ -245,7 +279,11 @@ def _error_name(exc: BaseException) -> str:
 
 
 class _Workload:
-    """The controller: ``threads`` workers, each listing, reading, updating and creating."""
+    """The controller: ``threads`` workers, each listing, reading, updating and creating.
+
+    A call that fails is requeued and made again after a backoff, as a controller built on
+    client-go's workqueue does with a failed reconcile; both clients run under this controller.
+    """
 
     def __init__(
         self,
@@ -261,8 +299,14 @@ class _Workload:
         self.on_call = on_call
         #: Starts the throttling episode, just before burst ``THROTTLE_TICK``.
         self.throttle = throttle
+        #: Seconds to a good answer, one per call made that got one.
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
+        self.calls_made = 0
+        self.requeued = 0
+        self.requeues = 0
+        self.given_up = 0
+        self._requeue_bucket = TokenBucket(qps=REQUEUE_QPS, burst=REQUEUE_BURST)
         self._lock = threading.Lock()
 
     def setup(self) -> None:
@@ -287,7 +331,8 @@ class _Workload:
                 time.sleep(pause)
             self.throttle()
         for thread in threads:
-            # Defensive: every call is bounded (stock_timeout or the deadline), so this returns.
+            # Defensive: every call is bounded (stock_timeout or the deadline) and so are its
+            # tries, so this returns.
             thread.join()
 
     @staticmethod
@@ -302,13 +347,33 @@ class _Workload:
         interval = options.burst_interval
         for step, index in enumerate(range(worker, options.calls, options.threads)):
             # A controller's resync: on every tick each worker reconciles its object, all at once;
-            # TARGET_QPS on average, in bursts as wide as the worker pool.
+            # TARGET_QPS on average, in bursts as wide as the worker pool. A call still being
+            # requeued (or stalled) when the next tick comes delays it.
             pause = start + step * interval - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            self._call(worker, index)
+            self._reconcile(worker, index)
+            self.on_call()
 
-    def _call(self, worker: int, index: int) -> None:
+    def _reconcile(self, worker: int, index: int) -> None:
+        """Make call ``index`` until it succeeds, requeued with the controller's backoff."""
+        for tries in range(1, MAX_TRIES + 1):
+            if self._call(worker, index):
+                return
+            with self._lock:
+                if tries == 1:
+                    self.requeued += 1
+                if tries == MAX_TRIES:
+                    self.given_up += 1
+                    return
+                self.requeues += 1
+            # client-go's default controller rate limiter: the later of the item's own
+            # exponential backoff and its turn in the bucket every requeue shares.
+            waited = self._requeue_bucket.acquire()
+            time.sleep(max(0.0, REQUEUE_BASE * 2 ** (tries - 1) - waited))
+
+    def _call(self, worker: int, index: int) -> bool:
+        """Make one call; False when it failed."""
         api, kw = self.api, self.call_kwargs
         operation = _OPERATIONS[index % len(_OPERATIONS)]
         began = time.monotonic()
@@ -331,11 +396,13 @@ class _Workload:
                         raise
         except Exception as exc:  # every failure is a data point, whatever its type
             with self._lock:
+                self.calls_made += 1
                 self.errors[_error_name(exc)] += 1
-        else:
-            with self._lock:
-                self.latencies.append(time.monotonic() - began)
-        self.on_call()
+            return False
+        with self._lock:
+            self.calls_made += 1
+            self.latencies.append(time.monotonic() - began)
+        return True
 
 
 class _DeadServerProbe:
@@ -426,7 +493,7 @@ def _run_client(
         try:
 
             def throttle() -> None:
-                server.inject(THROTTLE, times=THROTTLE_REQUESTS)
+                server.inject(THROTTLE, times=None, seconds=THROTTLE_SECONDS)
 
             workload = _Workload(
                 kubernetes.client.CoreV1Api(client), options, call_kwargs, on_call, throttle
@@ -447,21 +514,25 @@ def _run_client(
         # which starts at reset_stats(), but DNS counts from the client's start: a cache's
         # first lookups are part of its cost.
         dns_queries = resolver.queries - dns_before
-    latencies, calls = workload.latencies, options.calls
+    latencies, calls, made = workload.latencies, options.calls, workload.calls_made
     succeeded = len(latencies)
     # A failed call never got a good answer: it counts as infinitely slow.
-    samples = latencies + [math.inf] * (calls - succeeded)
+    samples = latencies + [math.inf] * (made - succeeded)
     p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
     connections = stats.connections
     return ClientResult(
         client=name,
         calls=calls,
+        calls_made=made,
         succeeded=succeeded,
-        success_rate=succeeded / calls,
+        success_rate=succeeded / made,
         p50_ms=None if math.isinf(p50) else round(p50 * 1000, 3),
         p99_ms=None if math.isinf(p99) else round(p99 * 1000, 3),
         wire_requests=stats.requests,
         wire_requests_per_call=round(stats.requests / calls, 4),
+        requeued=workload.requeued,
+        requeues=workload.requeues,
+        given_up=workload.given_up,
         connections_opened=connections,
         dns_queries=dns_queries if resilient else 2 * connections,
         dns_queries_measured=resilient,
@@ -545,8 +616,8 @@ def comparison_rows(result: DemoResult) -> list[tuple[str, str, str, str]]:
 
     add(
         "calls that succeeded",
-        f"{stock.success_rate:.1%} ({stock.succeeded}/{stock.calls})",
-        f"{rk.success_rate:.1%} ({rk.succeeded}/{rk.calls})",
+        f"{stock.success_rate:.1%} ({stock.succeeded}/{stock.calls_made})",
+        f"{rk.success_rate:.1%} ({rk.succeeded}/{rk.calls_made})",
         _better(stock.success_rate, rk.success_rate, lower=False),
     )
     for label, s_ms, r_ms in (
@@ -564,18 +635,21 @@ def comparison_rows(result: DemoResult) -> list[tuple[str, str, str, str]]:
             _better(s_value, r_value, lower=True, slack=slack),
         )
     add(
-        "requests on the wire per call",
+        "requests on the wire per call³",
         f"{stock.wire_requests_per_call:.3f}",
         f"{rk.wire_requests_per_call:.3f}",
         _better(stock.wire_requests_per_call, rk.wire_requests_per_call, lower=True),
     )
-    s_per_good = stock.wire_requests / max(stock.succeeded, 1)
-    r_per_good = rk.wire_requests / max(rk.succeeded, 1)
+
+    def requeued(r: ClientResult) -> str:
+        text = f"{r.requeued} of {r.calls} ({r.requeues} requeues)"
+        return text + (f", {r.given_up} given up" if r.given_up else "")
+
     add(
-        "requests on the wire per good answer",
-        f"{s_per_good:.3f}",
-        f"{r_per_good:.3f}",
-        _better(s_per_good, r_per_good, lower=True, slack=0.005),
+        "calls the controller requeued",
+        requeued(stock),
+        requeued(rk),
+        _better(stock.requeued, rk.requeued, lower=True),
     )
     add(
         "connections opened",
@@ -613,11 +687,15 @@ def footnotes(result: DemoResult) -> list[str]:
         f"{options.calls} calls (list, get, update, create ConfigMaps) from {options.threads}"
         f" threads in resync bursts (every worker at once), {TARGET_QPS:.0f} calls/s on average,"
         f" over TLS, seed {options.seed}; the stock client keeps {stock_pool_size()} connections"
-        " (cpu_count() x 5). Each client gets a fresh fake API server with the same seeded"
-        " faults: 503s, resets, truncated bodies, up to two stalled responses"
+        " (cpu_count() x 5). Both clients run under the same controller: a failed call is"
+        " requeued and made again with client-go's default controller backoff"
+        f" ({REQUEUE_BASE * 1000:g} ms doubling per item, {REQUEUE_QPS:g}/s overall, burst"
+        f" {REQUEUE_BURST}; given up after {MAX_TRIES} tries). Each client gets a fresh fake API"
+        " server with the same seeded faults: 503s, resets, truncated bodies, up to two stalled"
+        " responses"
         + (
-            f", and a throttling episode: the first {THROTTLE_REQUESTS} requests from burst"
-            f" {THROTTLE_TICK + 1} on answered 429 with Retry-After: 1."
+            f", and a throttling episode: from burst {THROTTLE_TICK + 1} on, every request for"
+            f" {THROTTLE_SECONDS:g} s answered 429 with Retry-After: 1."
             if options.throttles
             else "."
         ),
@@ -629,5 +707,7 @@ def footnotes(result: DemoResult) -> list[str]:
         " with no cache: estimated as 2 queries (A + AAAA) per connection opened, more with a"
         " resolv.conf search list. resilient_kube's queries are counted by the demo's DNS"
         f" server ({DEMO_NAME}, TTL {DEMO_TTL} s).",
+        f"³ Requests the server saw, per call the work needs ({options.calls}): a client's"
+        " retry adds one, and so does each time the controller makes a requeued call again.",
         "A failed call never got a good answer: it counts as infinitely slow in the percentiles.",
     ]

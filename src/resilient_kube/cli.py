@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         help="worker threads per client (3 per connection of the stock client's pool, 16-64)",
     )
-    demo.add_argument("--calls", type=_positive, default=240, help="API calls per client (240)")
+    demo.add_argument(
+        "--calls", type=_positive, default=360, help="API calls the work needs per client (360)"
+    )
     demo.add_argument(
         "--stock-timeout",
         type=_seconds,
@@ -195,8 +197,7 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.json:
         print(
             f"resilient-kube demo: {options.calls} calls through each client, seed"
-            f" {options.seed}; about {2 * options.calls / _demo.TARGET_QPS:.0f} s plus the"
-            " dead-server probe ...",
+            f" {options.seed}; about {options.expected_seconds:.0f} s ...",
             file=sys.stderr,
             flush=True,
         )

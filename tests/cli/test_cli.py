@@ -19,10 +19,11 @@ from resilient_kube.testing import DEFAULT_TOKEN, FakeApiServer
 FAST_DEMO = ["demo", "--calls", "24", "--threads", "4", "--stock-timeout", "1"]
 
 CLIENT_KEYS = {
-    "client", "calls", "succeeded", "success_rate", "p50_ms", "p99_ms", "wire_requests",
+    "client", "calls", "calls_made", "succeeded", "success_rate", "p50_ms", "p99_ms", "wire_requests",
     "wire_requests_per_call", "connections_opened", "dns_queries", "dns_queries_measured",
     "dead_server_seconds", "dead_server_gave_up", "dead_server_error", "errors",
-    "faults_served", "responses_by_status", "elapsed_seconds",
+    "faults_served", "responses_by_status", "elapsed_seconds", "requeued", "requeues",
+    "given_up",
 }  # fmt: skip
 
 
@@ -67,7 +68,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([*FAST_DEMO, "--seed", "3", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
-    assert document["schema"] == "resilient-kube-demo/1"
+    assert document["schema"] == "resilient-kube-demo/2"
     assert document["seed"] == 3
     assert document["calls"] == 24
     assert document["threads"] == 4
@@ -75,17 +76,22 @@ def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(document["versions"]) == {"resilient_kube", "kubernetes", "urllib3", "python"}
     assert document["versions"]["resilient_kube"] == resilient_kube.__version__
     assert all({"fault", "probability", "times"} <= set(f) for f in document["faults"])
-    assert document["throttling_episode"]["requests"] == _demo.THROTTLE_REQUESTS
+    assert document["throttling_episode"]["seconds"] == _demo.THROTTLE_SECONDS
     assert "429" in document["throttling_episode"]["fault"]
+    assert document["requeue"]["max_tries"] == _demo.MAX_TRIES
     assert set(document["clients"]) == {"stock", "resilient_kube"}
     for name, client in document["clients"].items():
         assert set(client) == CLIENT_KEYS
         assert client["client"] == name
         assert client["calls"] == 24
         assert 0 <= client["success_rate"] <= 1
-        assert client["wire_requests"] >= client["calls"]
-        # The whole throttling episode was served, whatever the client did with it.
-        assert client["responses_by_status"]["429"] == _demo.THROTTLE_REQUESTS
+        assert client["wire_requests"] >= client["calls_made"]
+        # Every requeue makes its call again; a call succeeds once, unless it was given up.
+        assert client["calls_made"] == client["calls"] + client["requeues"]
+        assert client["succeeded"] == client["calls"] - client["given_up"]
+        assert client["requeued"] <= min(client["calls"], client["requeues"])
+        # Both met the throttling episode.
+        assert client["responses_by_status"]["429"] >= 1
         assert sum(client["responses_by_status"].values()) <= client["wire_requests"]
     stock, resilient = document["clients"]["stock"], document["clients"]["resilient_kube"]
     assert resilient["dns_queries_measured"] is True
@@ -95,6 +101,12 @@ def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert stock["dead_server_gave_up"] is True
     assert resilient["dead_server_gave_up"] is False
     assert resilient["dead_server_seconds"] < stock["dead_server_seconds"]
+    # A create that met the overload fails in the stock client; the controller requeues it at
+    # once and again, into the overload. resilient_kube waits out Retry-After (1 s), longer than
+    # the episode, so each of its calls meets at most one 429 and none is requeued for it.
+    assert stock["errors"].get("ApiException(429)", 0) >= 1
+    assert resilient["responses_by_status"]["429"] < stock["responses_by_status"]["429"]
+    assert "ApiException(429)" not in resilient["errors"]
 
 
 def test_a_run_too_short_for_the_throttling_episode_reports_none() -> None:
@@ -110,7 +122,8 @@ def test_demo_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(FAST_DEMO) == 0
     captured = capsys.readouterr()
     for row in ("calls that succeeded", "p50 time", "p99 time", "requests on the wire",
-                "connections opened", "DNS queries", "time to fail on a dead server"):  # fmt: skip
+                "calls the controller requeued", "connections opened", "DNS queries",
+                "time to fail on a dead server"):  # fmt: skip
         assert row in captured.out
     assert "(gave up)" in captured.out
     # Progress goes to stderr, so that stdout holds only the table.

@@ -24,7 +24,9 @@ from resilient_kube.testing import (
     StatusFault,
     TruncatedBody,
 )
+from resilient_kube.testing._faults import FaultRules, RequestInfo
 
+from ..helpers.clock import FakeClock
 from .conftest import close, new_watch, stock_client
 
 
@@ -199,6 +201,22 @@ def test_times_counts_down(fake_api_server: FakeApiServer, core: Any) -> None:
     assert core.list_namespace().items
 
 
+def test_a_rule_given_seconds_is_gone_after_them_used_up_or_not() -> None:
+    clock = FakeClock()
+    rules = FaultRules(clock)
+    overload = StatusFault(429, retry_after=1)
+    rules.add(overload, verb=None, path=None, resource=None, times=None, seconds=0.8)
+    rules.add(Stall(), verb="create", path=None, resource=None, times=None)
+    get = RequestInfo("GET", "list", "/api/v1/namespaces", "namespaces")
+    post = RequestInfo("POST", "create", "/api/v1/namespaces", "namespaces")
+    assert [rules.pick(get), rules.pick(post)] == [overload, overload]
+    clock.now += 0.79
+    assert rules.pick(get) == overload
+    clock.now += 0.01
+    # The overload is over; the rule behind it, which has no end, still applies.
+    assert [rules.pick(get), rules.pick(post)] == [None, Stall()]
+
+
 def test_random_faults_are_reproducible() -> None:
     def run(seed: int) -> list[int]:
         with FakeApiServer() as server:
@@ -230,6 +248,9 @@ def test_inject_validates_arguments(fake_api_server: FakeApiServer) -> None:
         fake_api_server.inject(Stall(), times=0)
     with pytest.raises(ValueError, match="probability="):
         fake_api_server.inject_random(Stall(), 1.5, seed=1)
+    for seconds in (0, -1, float("inf"), "1"):
+        with pytest.raises(ValueError, match="seconds="):
+            fake_api_server.inject(Stall(), seconds=seconds)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not a fault"):
         fake_api_server.inject("boom", verb="GET")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="code="):

@@ -6,6 +6,8 @@ import math
 import random
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from email.utils import parsedate_to_datetime
 from typing import TypeAlias
@@ -192,6 +194,8 @@ class _Rule:
     remaining: int | None
     probability: float = 1.0
     rng: random.Random | None = None
+    #: The rule's clock reading after which it is gone (None: never).
+    expires: float | None = None
 
     def matches(self, request: RequestInfo) -> bool:
         if not verb_matches(self.verb, request):
@@ -204,11 +208,16 @@ class _Rule:
 
 
 class FaultRules:
-    """The ordered, thread-safe list of injected faults; the first match wins."""
+    """The ordered, thread-safe list of injected faults; the first match wins.
 
-    def __init__(self) -> None:
+    Args:
+        clock: monotonic seconds, for rules that last ``seconds`` (injectable for tests).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
+        self._clock = clock
 
     def add(
         self,
@@ -220,6 +229,7 @@ class FaultRules:
         times: int | None,
         probability: float = 1.0,
         seed: int | str | None = None,
+        seconds: float | None = None,
     ) -> None:
         if not isinstance(fault, _FAULT_TYPES):
             raise TypeError(f"fault={fault!r} is not a fault (StatusFault, Delay, Stall, ...)")
@@ -230,11 +240,15 @@ class FaultRules:
             raise ValueError(f"times={times!r} must be >= 1 or None (forever)")
         if isinstance(probability, bool) or not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability={probability!r} must be between 0 and 1")
+        if seconds is not None:
+            _check_seconds("seconds", seconds, allow_zero=False)
         rng = random.Random(seed) if probability < 1.0 else None
         pattern = re.compile(path) if path is not None else None
-        rule = _Rule(fault, verb, pattern, resource, times, probability, rng)
         with self._lock:
-            self._rules.append(rule)
+            expires = None if seconds is None else self._clock() + seconds
+            self._rules.append(
+                _Rule(fault, verb, pattern, resource, times, probability, rng, expires)
+            )
 
     def clear(self) -> None:
         with self._lock:
@@ -243,6 +257,8 @@ class FaultRules:
     def pick(self, request: RequestInfo) -> Fault | None:
         """Return the fault to serve for ``request`` and use up one of its ``times``."""
         with self._lock:
+            now = self._clock()
+            self._rules = [r for r in self._rules if r.expires is None or now < r.expires]
             for rule in self._rules:
                 if not rule.matches(request):
                     continue

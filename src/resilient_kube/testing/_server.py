@@ -396,6 +396,7 @@ class FakeApiServer:
         path: str | None = None,
         resource: str | None = None,
         times: int | None = 1,
+        seconds: float | None = None,
     ) -> None:
         """Serve ``fault`` to the next ``times`` matching requests (``None``: forever).
 
@@ -408,11 +409,15 @@ class FakeApiServer:
             path: a regular expression searched in the request path (no query string).
             resource: a resource plural such as ``"configmaps"``.
             times: how many requests get the fault.
+            seconds: the rule is gone this many seconds from now, ``times`` or not: an
+                outage or an overload that lasts a while (``None``: until used up).
 
         Rules apply in the order they were injected and the first match wins. Safe to call
         from any thread while the server runs.
         """
-        self._faults.add(fault, verb=verb, path=path, resource=resource, times=times)
+        self._faults.add(
+            fault, verb=verb, path=path, resource=resource, times=times, seconds=seconds
+        )
 
     def inject_random(
         self,
@@ -424,15 +429,17 @@ class FakeApiServer:
         path: str | None = None,
         resource: str | None = None,
         times: int | None = None,
+        seconds: float | None = None,
     ) -> None:
         """Serve ``fault`` to each matching request with ``probability``, reproducibly.
 
         The draws come from ``random.Random(seed)``, one per matching request, so the same
-        requests in the same order get the same faults. ``times`` caps how many are served.
+        requests in the same order get the same faults. ``times`` caps how many are served,
+        ``seconds`` how long the rule lasts.
         """
         self._faults.add(
             fault, verb=verb, path=path, resource=resource, times=times,
-            probability=probability, seed=seed,
+            probability=probability, seed=seed, seconds=seconds,
         )  # fmt: skip
 
     def clear_faults(self) -> None:
