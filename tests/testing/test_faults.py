@@ -210,11 +210,37 @@ def test_a_rule_given_seconds_is_gone_after_them_used_up_or_not() -> None:
     get = RequestInfo("GET", "list", "/api/v1/namespaces", "namespaces")
     post = RequestInfo("POST", "create", "/api/v1/namespaces", "namespaces")
     assert [rules.pick(get), rules.pick(post)] == [overload, overload]
-    clock.now += 0.79
+    clock.set(0.79)
     assert rules.pick(get) == overload
-    clock.now += 0.01
+    clock.set(0.8)
     # The overload is over; the rule behind it, which has no end, still applies.
     assert [rules.pick(get), rules.pick(post)] == [None, Stall()]
+
+
+@pytest.mark.parametrize("random", [False, True], ids=["inject", "inject_random"])
+def test_the_server_stops_serving_a_rule_when_its_seconds_are_up(
+    fake_api_server: FakeApiServer, core: Any, random: bool
+) -> None:
+    overload = StatusFault(429, retry_after=1)
+    if random:
+        fake_api_server.inject_random(overload, 1.0, seed=1, seconds=0.3)
+    else:
+        fake_api_server.inject(overload, times=None, seconds=0.3)
+    statuses = []
+    # Bounded: the rule ends 0.3 s after it was injected; 5 s is far past it.
+    give_up = time.monotonic() + 5.0
+    while time.monotonic() < give_up:
+        try:
+            core.list_namespace()
+        except ApiException as exc:
+            statuses.append(exc.status)
+            continue
+        break
+    else:
+        pytest.fail("the overload outlived its seconds")
+    # It was served first, and nothing else was.
+    assert statuses
+    assert set(statuses) == {429}
 
 
 def test_random_faults_are_reproducible() -> None:

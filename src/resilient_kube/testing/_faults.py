@@ -39,7 +39,8 @@ def _check_seconds(name: str, value: object, *, allow_zero: bool = True) -> None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name}={value!r} must be a number of seconds")
     if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name}={value!r} must be a finite number of seconds >= 0")
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}={value!r} must be a finite number of seconds {bound}")
 
 
 @dataclass(frozen=True, slots=True)
