@@ -22,7 +22,8 @@ built so that it is exact and cheap:
 * **Bound.** Any window of length ``W`` holds at most ``burst + qps·W`` slots, and a bucket that
   starts full hands out ``burst`` tokens at once.
 * **Pushback (AIMD).** A 429 halves the effective rate and the saved-up tokens (``on_throttled``);
-  answers that are not 429 raise the rate again additively (``on_success``). See ``TokenBucket.on_success`` for the choice.
+  answers that are not 429 raise the rate again additively (``on_success``). See
+  ``TokenBucket.on_success`` for the choice.
 
 Example:
     >>> bucket = TokenBucket(qps=5.0, burst=2)
