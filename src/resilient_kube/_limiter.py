@@ -21,9 +21,8 @@ built so that it is exact and cheap:
   bucket runs about 2% slow at 100 QPS with burst 1 for exactly that reason.
 * **Bound.** Any window of length ``W`` holds at most ``burst + qps·W`` slots, and a bucket that
   starts full hands out ``burst`` tokens at once.
-* **Pushback (AIMD).** A 429 halves the effective rate and the saved-up tokens (``on_throttled``);
-  answers that are not 429 raise the rate again additively (``on_success``). See
-  ``TokenBucket.on_success`` for the choice.
+* **Pushback (AIMD).** A 429 halves the effective rate (``on_throttled``); answers that are not 429
+  raise it again additively (``on_success``). See ``TokenBucket.on_success`` for the choice.
 
 Example:
     >>> bucket = TokenBucket(qps=5.0, burst=2)
@@ -230,27 +229,21 @@ class TokenBucket:
         return wait
 
     def on_throttled(self) -> None:
-        """The server answered 429: halve the effective rate and the saved-up burst (AIMD's MD).
+        """The server answered 429: empty the bucket and halve the effective rate (AIMD's MD).
 
-        ``rate = max(rate / 2, floor)`` with ``floor = min(qps, max(qps/16, 1))``, and the tokens
-        the bucket holds are halved too, at most once per ``DECREASE_HOLD`` (1 s): a burst of 429s
-        for requests that were already in flight counts as one signal, as TCP cuts its window once
-        per round trip. Under a lasting overload each second's 429s halve both again.
+        ``rate = max(rate / 2, floor)`` with ``floor = min(qps, max(qps/16, 1))``, at most once per
+        ``DECREASE_HOLD`` (1 s): a burst of 429s for requests that were already in flight counts
+        as one signal, as TCP cuts its window once per round trip.
         """
         with self._lock:
             self._throttled += 1
             now = self._clock()
+            # Spend the saved-up burst as well: the server has no room for one, so from now on
+            # every thread is paced at the (reduced) rate. No token is created: tat only grows.
+            self._tat = max(self._tat, now + self._tau)
             if now - self._decreased_at < DECREASE_HOLD:
                 return
             self._decreased_at = now
-            # The server has less room than the bucket thought: keep half the saved-up tokens.
-            # Emptying it instead would pace the retries the server itself scheduled (with
-            # Retry-After) and the next bursts for seconds after a brief overload. No token is
-            # created: tat only grows.
-            owed = max(self._tat - now, 0.0) / self._interval
-            saved = self._burst - owed
-            if saved > 0:
-                self._tat = now + (self._burst - saved * DECREASE_FACTOR) * self._interval
             new = max(self._rate * DECREASE_FACTOR, self._floor)
             if new < self._rate:
                 self._set_rate(new, now)

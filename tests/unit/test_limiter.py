@@ -350,30 +350,11 @@ def test_success_at_full_rate_changes_nothing() -> None:
     assert bucket.acquire() == pytest.approx(0.05)
 
 
-def test_throttle_halves_a_full_bucket_and_the_rate() -> None:
-    bucket, clock = make(qps=10.0, burst=4, clock=FakeClock(advance_on_sleep=False))
-    bucket.on_throttled()  # 5/s now, and 2 of the 4 saved-up tokens are left
+def test_throttle_empties_a_full_bucket_and_halves_the_rate() -> None:
+    bucket, clock = make(qps=10.0, burst=3, clock=FakeClock(advance_on_sleep=False))
+    bucket.on_throttled()  # 5/s now, and the saved-up burst is gone
     slots = [slot_of(bucket, clock) for _ in range(5)]
-    assert slots == pytest.approx([START, START, START + 0.2, START + 0.4, START + 0.6])
-
-
-def test_429s_within_the_hold_take_nothing_more() -> None:
-    """The answers to a burst already in flight are one signal: one halving of rate and tokens."""
-    bucket, clock = make(qps=10.0, burst=8, clock=FakeClock(advance_on_sleep=False))
-    for _ in range(4):
-        bucket.acquire()  # a burst of 4 goes out; 4 tokens are left ...
-    for _ in range(4):
-        bucket.on_throttled()  # ... and all 4 come back 429: 2 tokens are left, at 5/s
-    assert bucket.stats().effective_qps == 5.0
-    slots = [slot_of(bucket, clock) for _ in range(3)]
-    assert slots == pytest.approx([START, START, START + 0.2])
-    # A second later the bucket holds 4 tokens again (0.8 s at 5/s), and a lasting overload
-    # halves both again: 2 tokens, then 2.5/s.
-    clock.advance(DECREASE_HOLD)
-    bucket.on_throttled()
-    assert bucket.stats().effective_qps == 2.5
-    slots = [slot_of(bucket, clock) - clock.now for _ in range(4)]
-    assert slots == pytest.approx([0.0, 0.0, 0.4, 0.8])
+    assert slots == pytest.approx([START, START + 0.2, START + 0.4, START + 0.6, START + 0.8])
 
 
 def test_increase_keeps_reserved_slots_and_spaces_the_next() -> None:
@@ -391,11 +372,11 @@ def test_increase_keeps_reserved_slots_and_spaces_the_next() -> None:
     assert nxt > slots[-1]
 
 
-def test_throttle_halves_a_partly_full_bucket() -> None:
+def test_throttle_spends_a_partly_full_bucket() -> None:
     bucket, _clock = make(qps=10.0, burst=4, clock=FakeClock(advance_on_sleep=False))
     bucket.acquire()
     bucket.acquire()  # 2 tokens left
-    bucket.on_throttled()  # ... and 1 after the 429
+    bucket.on_throttled()  # ... and spent: the server has no room for a burst
     assert [bucket.acquire(), bucket.acquire()] == pytest.approx([0.0, 0.2])
 
 
