@@ -72,8 +72,8 @@ FAULTS: tuple[
 #: is overloaded for ``THROTTLE_SECONDS`` and answers every request 429 with Retry-After: 1 (but
 #: those that draw one of the ``FAULTS``, whose rules come first), as API Priority and Fairness
 #: does while a priority level's queues are full. Rejections come in such episodes, not as an
-#: independent coin toss for a client far below its share. The episode is shorter than the
-#: Retry-After, as APF's 1 s is a lower bound, and it lasts as long whatever the clients do.
+#: independent coin toss for a client far below its share. The episode is shorter than its
+#: Retry-After and lasts as long whatever the clients do (docs/cli.md says what that hides).
 THROTTLE = StatusFault(429, retry_after=1, details_retry_after_seconds=1)
 THROTTLE_TICK = 2
 THROTTLE_SECONDS = 0.8
