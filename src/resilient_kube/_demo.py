@@ -33,6 +33,7 @@ from ._limiter import TokenBucket
 from .testing import (
     FakeApiServer,
     FakeDnsServer,
+    Overload,
     ResetConnection,
     Stall,
     StatusFault,
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 #: The ``schema`` field of ``--json`` output; bumped on any incompatible change.
-JSON_SCHEMA = "resilient-kube-demo/2"
+JSON_SCHEMA = "resilient-kube-demo/3"
 #: The name resilient_kube connects to, served by the demo's own DNS server.
 DEMO_NAME = "api.demo.test"
 #: The demo DNS answer's TTL, in seconds.
@@ -68,15 +69,17 @@ FAULTS: tuple[
     (ResetConnection(), 0.02, None),
     (TruncatedBody(), 0.01, None),
 )
-#: A throttling episode: when resync burst number ``THROTTLE_TICK`` (from 0) starts, the server
-#: is overloaded for ``THROTTLE_SECONDS`` and answers every request 429 with Retry-After: 1 (but
-#: those that draw one of the ``FAULTS``, whose rules come first), as API Priority and Fairness
-#: does while a priority level's queues are full. Rejections come in such episodes, not as an
-#: independent coin toss for a client far below its share. The episode is shorter than its
-#: Retry-After and lasts as long whatever the clients do (docs/cli.md says what that hides).
-THROTTLE = StatusFault(429, retry_after=1, details_retry_after_seconds=1)
-THROTTLE_TICK = 2
-THROTTLE_SECONDS = 0.8
+#: An overload episode: when resync burst number ``OVERLOAD_TICK`` (from 0) starts, the server is
+#: short of capacity for ``OVERLOAD_SECONDS``, as when etcd slows down or other tenants fill the
+#: client's API Priority and Fairness priority level. Each request then takes
+#: ``OVERLOAD_WORK`` seconds of the server's time, a sixth of a burst's requests at a time, as
+#: many more wait, and the rest are refused with 429 and a Retry-After that starts at 1 s and
+#: grows with the refusals as kube-apiserver's does (``DemoOptions.overload``). Requests that draw
+#: one of the ``FAULTS`` get that instead: their rules come first. How many are refused depends
+#: on how the clients send, as on a real server.
+OVERLOAD_TICK = 2
+OVERLOAD_SECONDS = 3.0
+OVERLOAD_WORK = 0.1
 #: Calls per second the whole workload aims at: a busy controller, below the 50 qps default
 #: limiter, so both clients see the same offered load and the limiter does not shape it. Also
 #: below half of it: after a 429 the limiter halves its rate and heals as answers come back.
@@ -88,8 +91,8 @@ REQUEUE_BASE = 0.005
 REQUEUE_QPS = 10.0
 REQUEUE_BURST = 100
 #: A real controller requeues a failed item forever; the demo must end, so it gives up after
-#: this many tries (the per-item backoff alone adds up to 10 s by then). The throttling episode
-#: can take nine tries of a call the stock client does not retry itself.
+#: this many tries (the per-item backoff alone adds up to 10 s by then), more than the overload
+#: episode takes of a call the stock client does not retry itself.
 MAX_TRIES = 12
 #: The resilient client's settings in the demo: everything default except these.
 RESILIENT_SETTINGS: dict[str, Any] = {
@@ -168,9 +171,16 @@ class DemoOptions:
         return max(len(CLIENTS) * self.bursts * self.burst_interval, self.stock_timeout)
 
     @property
-    def throttles(self) -> bool:
-        """Whether the run reaches the burst that meets the throttling episode."""
-        return self.bursts > THROTTLE_TICK
+    def overloads(self) -> bool:
+        """Whether the run reaches the burst that meets the overload episode."""
+        return self.bursts > OVERLOAD_TICK
+
+    @property
+    def overload(self) -> Overload:
+        """The server during the overload episode: it serves a sixth of a burst's requests at a
+        time and queues as many; a burst of ``threads`` calls sent at once overflows it."""
+        seats = max(1, round(self.threads / 6))
+        return Overload(seats, queue=seats, work=OVERLOAD_WORK)
 
     @property
     def probe_deadline(self) -> float:
@@ -245,12 +255,12 @@ class DemoResult:
                 for fault, probability, times in FAULTS
             ],
             # None when the run ends before the burst that meets it.
-            "throttling_episode": {
-                "fault": repr(THROTTLE),
-                "tick": THROTTLE_TICK,
-                "seconds": THROTTLE_SECONDS,
+            "overload_episode": {
+                "fault": repr(self.options.overload),
+                "tick": OVERLOAD_TICK,
+                "seconds": OVERLOAD_SECONDS,
             }
-            if self.options.throttles
+            if self.options.overloads
             else None,
             "resilient_settings": dict(RESILIENT_SETTINGS),
             "requeue": {
@@ -300,14 +310,14 @@ class _Workload:
         options: DemoOptions,
         call_kwargs: dict[str, Any],
         on_call: Callable[[], None],
-        throttle: Callable[[], None],
+        overload: Callable[[], None],
     ) -> None:
         self.api = api
         self.options = options
         self.call_kwargs = call_kwargs
         self.on_call = on_call
-        #: Starts the throttling episode, just before burst ``THROTTLE_TICK``.
-        self.throttle = throttle
+        #: Starts the overload episode, just before burst ``OVERLOAD_TICK``.
+        self.overload = overload
         #: Seconds to a good answer from the first try, one per call that got one.
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
@@ -333,12 +343,12 @@ class _Workload:
         ]
         for thread in threads:
             thread.start()
-        if self.options.throttles:
+        if self.options.overloads:
             # Set just ahead of the burst, so that the burst's first requests meet it.
-            pause = start + THROTTLE_TICK * self.options.burst_interval - 0.01 - time.monotonic()
+            pause = start + OVERLOAD_TICK * self.options.burst_interval - 0.01 - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            self.throttle()
+            self.overload()
         for thread in threads:
             # Defensive: every call is bounded (stock_timeout or the deadline) and so are its
             # tries, so this returns.
@@ -503,11 +513,11 @@ def _run_client(
             call_kwargs = {"_request_timeout": options.stock_timeout}
         try:
 
-            def throttle() -> None:
-                server.inject(THROTTLE, times=None, seconds=THROTTLE_SECONDS)
+            def overload() -> None:
+                server.inject(options.overload, times=None, seconds=OVERLOAD_SECONDS)
 
             workload = _Workload(
-                kubernetes.client.CoreV1Api(client), options, call_kwargs, on_call, throttle
+                kubernetes.client.CoreV1Api(client), options, call_kwargs, on_call, overload
             )
             workload.setup()
             server.reset_stats()
@@ -702,9 +712,12 @@ def footnotes(result: DemoResult) -> list[str]:
         " server with the same seeded faults: 503s, resets, truncated bodies, up to two stalled"
         " responses"
         + (
-            f", and a throttling episode: from burst {THROTTLE_TICK + 1} on, every request for"
-            f" {THROTTLE_SECONDS:g} s answered 429 with Retry-After: 1."
-            if options.throttles
+            f", and an overload episode: from burst {OVERLOAD_TICK + 1} on, for"
+            f" {OVERLOAD_SECONDS:g} s, the server takes {options.overload.seats} requests at a"
+            f" time, {OVERLOAD_WORK * 1000:g} ms each, queues {options.overload.queue} more and"
+            " refuses the rest with 429 and a Retry-After that starts at 1 s and grows with the"
+            " refusals, as kube-apiserver's API Priority and Fairness does."
+            if options.overloads
             else "."
         ),
         f"¹ The stock client as users run it has no timeout; here each call has"

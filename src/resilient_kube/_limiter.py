@@ -21,8 +21,12 @@ built so that it is exact and cheap:
   bucket runs about 2% slow at 100 QPS with burst 1 for exactly that reason.
 * **Bound.** Any window of length ``W`` holds at most ``burst + qps·W`` slots, and a bucket that
   starts full hands out ``burst`` tokens at once.
-* **Pushback (AIMD).** A 429 halves the effective rate (``on_throttled``); answers that are not 429
-  raise it again additively (``on_success``). See ``TokenBucket.on_success`` for the choice.
+* **Pushback.** A 429 halves the effective rate (``on_throttled``), at most once a second; answers
+  that are not 429 let it grow back by ``√2`` per second since (``on_success``, which says why).
+* **Slow start of the burst.** A 429 also shrinks what the bucket may save up to one token, and
+  each answer that is not 429 lets it save up one more, up to ``burst``: calls that waited out a
+  Retry-After go out paced, not all at once into the server that refused them, and the burst is
+  back after ``burst`` answers (TCP's slow start after a loss, RFC 5681).
 
 Example:
     >>> bucket = TokenBucket(qps=5.0, burst=2)
@@ -62,8 +66,9 @@ _FLOOR_MIN_QPS: Final = 1.0
 #: requests already in flight when the rate dropped carry no news about the new rate (TCP cuts its
 #: window once per round trip, RFC 5681 section 3.1), and APF's Retry-After starts at 1 s.
 DECREASE_HOLD: Final = 1.0
-#: While traffic flows, recovery adds ``qps / 10`` per second: 5 s back from one halving.
-_RECOVERY_DIVISOR: Final = 10.0
+#: While answers come and no 429 does, the rate grows by this factor per second: 2 s back from one
+#: halving, 8 s from the floor. Below 2, so that a 429 a second still drives the rate down.
+RECOVERY_PER_SECOND: Final = math.sqrt(2.0)
 #: Waits this short are rounding noise from adding 1/rate to ``tat`` (a nanosecond, below any
 #: clock's resolution), not waits.
 _EPSILON: Final = 1e-9
@@ -110,6 +115,8 @@ class TokenBucket:
     __slots__ = (
         "_admitted",
         "_burst",
+        "_cap",
+        "_changed_at",
         "_clock",
         "_decreased_at",
         "_floor",
@@ -121,7 +128,6 @@ class TokenBucket:
         "_qps",
         "_rate",
         "_sleep",
-        "_slope",
         "_tat",
         "_tau",
         "_throttled",
@@ -149,13 +155,16 @@ class TokenBucket:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._floor = min(self._qps, max(self._qps / _FLOOR_DIVISOR, _FLOOR_MIN_QPS))
-        self._slope = self._qps / _RECOVERY_DIVISOR
         self._rate = self._qps
         self._interval = 1.0 / self._qps
+        # What the bucket may save up: `burst`, shrunk by a 429 and grown back by answers.
+        self._cap = burst
         self._tau = (burst - 1) * self._interval
         # tat <= now means a full bucket: the first `burst` calls go at once.
         self._tat = clock()
         self._decreased_at = -math.inf
+        # When the rate last changed or a 429 came: recovery counts from there.
+        self._changed_at = -math.inf
         self._logged_at = -math.inf
         self._admitted = 0
         self._waited = 0
@@ -229,18 +238,24 @@ class TokenBucket:
         return wait
 
     def on_throttled(self) -> None:
-        """The server answered 429: empty the bucket and halve the effective rate (AIMD's MD).
+        """The server answered 429: empty the bucket and halve the effective rate.
 
         ``rate = max(rate / 2, floor)`` with ``floor = min(qps, max(qps/16, 1))``, at most once per
         ``DECREASE_HOLD`` (1 s): a burst of 429s for requests that were already in flight counts
-        as one signal, as TCP cuts its window once per round trip.
+        as one signal, as TCP cuts its window once per round trip. Every 429 also spends the
+        saved-up burst and lets the bucket save up one token only, until answers grow it back,
+        and restarts the rate's recovery from now.
         """
         with self._lock:
             self._throttled += 1
             now = self._clock()
-            # Spend the saved-up burst as well: the server has no room for one, so from now on
-            # every thread is paced at the (reduced) rate. No token is created: tat only grows.
-            self._tat = max(self._tat, now + self._tau)
+            # The server has no room for a burst: spend the saved-up one and save up no other, so
+            # every thread is paced at the (reduced) rate. The next slot stays where it is, at
+            # `now` or after the callers already waiting: no token is created, none is lost.
+            self._tat = max(self._tat, now + self._tau) - self._tau
+            self._cap = 1
+            self._tau = 0.0
+            self._changed_at = now
             if now - self._decreased_at < DECREASE_HOLD:
                 return
             self._decreased_at = now
@@ -249,24 +264,35 @@ class TokenBucket:
                 self._set_rate(new, now)
 
     def on_success(self) -> None:
-        """An answer that was not 429: raise the effective rate back towards ``qps`` (the AI).
+        """An answer that was not 429: let the bucket save up one more token, up to ``burst``, and
+        grow the effective rate back towards ``qps``.
 
-        ``rate = min(qps, rate + (qps/10) / rate)`` per answer. Taken ``rate`` times a second,
-        that is ``+qps/10`` per second of traffic, so one halving heals in 5 s and the floor
-        (``qps/16``) in under 10 s. This is TCP congestion avoidance's ``+1/cwnd`` per ACK, chosen
-        over a fixed step per answer (``+qps/20``) because a fixed step heals a halving after ten
-        answers, a fraction of a second at 50 QPS, long before APF's Retry-After (1 s, doubling up
-        to 32 s) says the server has room; and over a purely time-based ramp because a client that
-        sends nothing learns nothing, so it should not regain the right to a burst at full rate.
+        The burst comes back with answers, one token each, as TCP's window grows with ACKs in slow
+        start: a client that sends nothing learns nothing, so it does not regain the right to a
+        burst. The rate comes back with time, ``x RECOVERY_PER_SECOND`` (``√2``) per second since
+        the last 429 or change, applied at each answer: 2 s from one halving, 8 s from the floor.
+        Counting answers instead (TCP's ``+1/cwnd`` per ACK) heals slowly exactly when traffic
+        comes in bursts with pauses between them, as a controller's resyncs do: the rate then
+        stays low for many seconds after the server has recovered, and paces whole bursts behind
+        it. The factor is below 2, so that a 429 each second still drives the rate down.
         """
-        # Lock-free check for the common case (no pushback): reading one attribute is atomic, and a
+        # Lock-free check for the common case (no pushback): reading attributes is atomic, and a
         # decrease racing with it only means this answer does not count towards recovery.
-        if self._rate >= self._qps:
+        if self._rate >= self._qps and self._cap >= self._burst:
             return
         with self._lock:
+            now = self._clock()
+            if self._cap < self._burst:
+                # Room for one more token, which the bucket still has to earn at the rate: the
+                # next slot stays where it is.
+                self._tat = max(self._tat, now) + self._interval
+                self._cap += 1
+                self._tau = (self._cap - 1) * self._interval
             rate = self._rate
             if rate < self._qps:
-                self._set_rate(min(self._qps, rate + self._slope / rate), self._clock())
+                grown = rate * RECOVERY_PER_SECOND ** (now - self._changed_at)
+                self._set_rate(min(self._qps, grown), now)
+                self._changed_at = now
 
     def record_flow_control(
         self, flow_schema_uid: str | None, priority_level_uid: str | None
@@ -298,26 +324,27 @@ class TokenBucket:
     def _set_rate(self, rate: float, now: float) -> None:
         """Switch to ``rate`` at ``now`` without creating tokens or reordering slots (lock held).
 
-        With ``owed = max(tat - now, 0) / T`` the tokens taken and not yet refilled:
+        With ``cap`` what the bucket may save up now and ``owed = max(tat - now, 0) / T`` the tokens
+        taken and not yet refilled:
 
-        * ``owed < burst`` (the last slot handed out is in the past): keep the tokens in the bucket,
-          ``burst - owed``, as they are, so ``tat = now + owed·T'``;
-        * ``owed >= burst`` (callers are sleeping towards reserved slots, the last one at
-          ``L = tat - burst·T``): keep their slots and put the next one at ``L + T'``, so
-          ``tat = tat + burst·(T' - T)``.
+        * ``owed < cap`` (the last slot handed out is in the past): keep the tokens in the bucket,
+          ``cap - owed``, as they are, so ``tat = now + owed·T'``;
+        * ``owed >= cap`` (callers are sleeping towards reserved slots, the last one at
+          ``L = tat - cap·T``): keep their slots and put the next one at ``L + T'``, so
+          ``tat = tat + cap·(T' - T)``.
 
-        Both agree at ``owed = burst``. Tokens are never created, so no burst follows a change.
+        Both agree at ``owed = cap``. Tokens are never created, so no burst follows a change.
         """
         interval = 1.0 / rate
         tat = self._tat
         owed = (tat - now) / self._interval if tat > now else 0.0
-        if owed < self._burst:
+        if owed < self._cap:
             self._tat = now + owed * interval
         else:
-            self._tat = tat + self._burst * (interval - self._interval)
+            self._tat = tat + self._cap * (interval - self._interval)
         self._rate = rate
         self._interval = interval
-        self._tau = (self._burst - 1) * interval
+        self._tau = (self._cap - 1) * interval
 
 
 def _count(counts: dict[str, int], key: str) -> None:

@@ -14,7 +14,13 @@ from kubernetes.client import CoreV1Api
 import resilient_kube
 from resilient_kube import _demo, cli
 from resilient_kube._doctor import search_list_queries
-from resilient_kube.testing import DEFAULT_TOKEN, FakeApiServer, FakeDnsServer, StatusFault
+from resilient_kube.testing import (
+    DEFAULT_TOKEN,
+    FakeApiServer,
+    FakeDnsServer,
+    Overload,
+    StatusFault,
+)
 
 #: Small enough to finish in a few seconds: 24 calls at the demo's 20 calls/s per client.
 FAST_DEMO = ["demo", "--calls", "24", "--threads", "4", "--stock-timeout", "1"]
@@ -69,7 +75,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([*FAST_DEMO, "--seed", "3", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
-    assert document["schema"] == "resilient-kube-demo/2"
+    assert document["schema"] == "resilient-kube-demo/3"
     assert document["seed"] == 3
     assert document["calls"] == 24
     assert document["threads"] == 4
@@ -77,8 +83,8 @@ def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(document["versions"]) == {"resilient_kube", "kubernetes", "urllib3", "python"}
     assert document["versions"]["resilient_kube"] == resilient_kube.__version__
     assert all({"fault", "probability", "times"} <= set(f) for f in document["faults"])
-    assert document["throttling_episode"]["seconds"] == _demo.THROTTLE_SECONDS
-    assert "429" in document["throttling_episode"]["fault"]
+    assert document["overload_episode"]["seconds"] == _demo.OVERLOAD_SECONDS
+    assert document["overload_episode"]["fault"] == repr(Overload(1, queue=1, work=0.1))
     assert document["requeue"]["max_tries"] == _demo.MAX_TRIES
     assert set(document["clients"]) == {"stock", "resilient_kube"}
     for name, client in document["clients"].items():
@@ -94,7 +100,7 @@ def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
         # Percentiles run from a call's first try, so they are ordered and end at the slowest.
         if client["given_up"] == 0:
             assert client["p50_ms"] <= client["p99_ms"] <= client["slowest_ms"]
-        # Both met the throttling episode.
+        # Both met the overload episode.
         assert client["responses_by_status"].get("429", 0) >= 1, client["responses_by_status"]
         assert sum(client["responses_by_status"].values()) <= client["wire_requests"]
     stock, resilient = document["clients"]["stock"], document["clients"]["resilient_kube"]
@@ -107,8 +113,7 @@ def test_demo_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert resilient["dead_server_seconds"] < stock["dead_server_seconds"]
     # With four workers, worker 3 creates on every tick. A create that meets the overload fails
     # in the stock client, and the controller requeues it at once and again, into the overload.
-    # resilient_kube waits out Retry-After (1 s), longer than the episode, so each of its calls
-    # meets at most one 429 and none is requeued for it.
+    # resilient_kube waits out Retry-After and sends again, paced, so none is requeued for a 429.
     assert "ApiException(429)" not in resilient["errors"]
     if not stock["faults_served"].get("Stall"):  # a stall can make worker 3 miss the episode
         assert stock["errors"].get("ApiException(429)", 0) >= 1
@@ -159,13 +164,13 @@ def test_the_controller_gives_up_after_max_tries(monkeypatch: pytest.MonkeyPatch
     assert workload.latencies == []
 
 
-def test_a_run_too_short_for_the_throttling_episode_reports_none() -> None:
+def test_a_run_too_short_for_the_overload_episode_reports_none() -> None:
     short = _demo.DemoOptions(calls=8, threads=4)  # two bursts; the episode meets the third
-    assert not short.throttles
+    assert not short.overloads
     result = _demo.DemoResult(options=short, results={}, elapsed_seconds=0.0)
-    assert result.to_json()["throttling_episode"] is None
-    assert "throttling" not in " ".join(_demo.footnotes(result))
-    assert _demo.DemoOptions(calls=9, threads=4).throttles
+    assert result.to_json()["overload_episode"] is None
+    assert "overload" not in " ".join(_demo.footnotes(result))
+    assert _demo.DemoOptions(calls=9, threads=4).overloads
 
 
 def test_demo_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,13 +18,14 @@ from resilient_kube.testing import (
     Delay,
     FakeApiServer,
     FullAcceptQueueListener,
+    Overload,
     ResetConnection,
     SilentWatch,
     Stall,
     StatusFault,
     TruncatedBody,
 )
-from resilient_kube.testing._faults import FaultRules, RequestInfo
+from resilient_kube.testing._faults import Capacity, Fault, FaultRules, RequestInfo
 
 from ..helpers.clock import FakeClock
 from .conftest import close, new_watch, stock_client
@@ -209,12 +210,17 @@ def test_a_rule_given_seconds_is_gone_after_them_used_up_or_not() -> None:
     rules.add(Stall(), verb="create", path=None, resource=None, times=None)
     get = RequestInfo("GET", "list", "/api/v1/namespaces", "namespaces")
     post = RequestInfo("POST", "create", "/api/v1/namespaces", "namespaces")
-    assert [rules.pick(get), rules.pick(post)] == [overload, overload]
+
+    def pick(request: RequestInfo) -> Fault | None:
+        picked = rules.pick(request)
+        return None if picked is None else picked.fault
+
+    assert [pick(get), pick(post)] == [overload, overload]
     clock.set(0.79)
-    assert rules.pick(get) == overload
+    assert pick(get) == overload
     clock.set(0.8)
     # The overload is over; the rule behind it, which has no end, still applies.
-    assert [rules.pick(get), rules.pick(post)] == [None, Stall()]
+    assert [pick(get), pick(post)] == [None, Stall()]
 
 
 @pytest.mark.parametrize("random", [False, True], ids=["inject", "inject_random"])
@@ -241,6 +247,133 @@ def test_the_server_stops_serving_a_rule_when_its_seconds_are_up(
     # It was served first, and nothing else was.
     assert statuses
     assert set(statuses) == {429}
+
+
+def test_overload_seats_queue_and_refusal() -> None:
+    seats = Capacity(Overload(1, queue=1), FakeClock())
+    assert seats.take()
+    queued = threading.Thread(target=seats.take, daemon=True)
+    queued.start()
+    # Bounded wait until the second request is in the queue.
+    give_up = time.monotonic() + 5.0
+    while seats._waiting == 0 and time.monotonic() < give_up:
+        time.sleep(0.001)
+    assert seats._waiting == 1
+    assert not seats.take()  # no seat, no place in the queue: refused at once
+    seats.give_back()
+    queued.join(5.0)
+    assert not queued.is_alive()  # the seat went to the request that waited for it
+    seats.give_back()
+    assert seats.take()
+
+
+def test_overload_retry_after_adapts_to_refusals_as_apf_does() -> None:
+    clock = FakeClock()
+    capacity = Capacity(Overload(1, retry_after=1, max_retry_after=4), clock)
+
+    def refuse(at: float, times: int = 1) -> list[int]:
+        clock.set(at)
+        return [capacity.refuse() for _ in range(times)]
+
+    assert refuse(0.0, 3) == [1, 1, 1]
+    # Three refusals in the second before: doubled.
+    assert refuse(1.0) == [2]
+    # Not again until 2 s have passed since, and [0, 2) saw 4 < 3 x 2 anyway.
+    assert refuse(2.5, 6) == [2] * 6
+    assert refuse(3.0) == [4]  # [1, 3) saw 7 >= 6
+    assert refuse(3.5, 20) == [4] * 20
+    assert refuse(7.0) == [4]  # [3, 7) saw 21 >= 12, but 4 is the most
+    # Quiet seconds: down by one at each refusal that finds fewer than one per second before.
+    assert refuse(20.0) == [3]
+    assert refuse(21.0) == [2]
+    assert refuse(22.0) == [2]  # [20, 22) saw 2, not fewer than 2
+    assert refuse(40.0) == [1]
+    assert refuse(41.0) == [1]  # never below retry_after
+
+
+def test_overload_retry_after_stays_fixed_when_it_may_not_grow() -> None:
+    clock = FakeClock()
+    capacity = Capacity(Overload(1, retry_after=2, max_retry_after=2), clock)
+    for second in range(10):
+        clock.set(second)
+        assert [capacity.refuse() for _ in range(10)] == [2] * 10
+
+
+def test_each_overload_rule_has_capacity_of_its_own() -> None:
+    rules = FaultRules()
+    for verb in ("list", "get"):
+        rules.add(Overload(1), verb=verb, path=None, resource=None, times=None)
+    lists = rules.pick(RequestInfo("GET", "list", "/api/v1/namespaces", "namespaces"))
+    gets = rules.pick(RequestInfo("GET", "get", "/api/v1/namespaces/a", "namespaces"))
+    again = rules.pick(RequestInfo("GET", "list", "/api/v1/namespaces", "namespaces"))
+    assert lists is not None
+    assert gets is not None
+    assert again is not None
+    assert lists.capacity is again.capacity
+    assert lists.capacity is not gets.capacity
+    # One seat each: taking the list rule's leaves the get rule's free.
+    assert lists.capacity is not None
+    assert gets.capacity is not None
+    assert lists.capacity.take()
+    assert gets.capacity.take()
+
+
+def test_overload_refuses_what_finds_no_seat_and_stop_releases_the_rest() -> None:
+    """2 seats and 1 place in the queue: of 5 concurrent requests, 2 are refused at once."""
+    server = FakeApiServer().start()
+    api = stock_client(server)
+    outcomes: list[BaseException] = []
+    changed = threading.Condition()
+
+    def list_namespaces() -> None:
+        try:
+            client.CoreV1Api(api).list_namespace(_request_timeout=(5, 30))
+        except Exception as exc:
+            with changed:
+                outcomes.append(exc)
+                changed.notify_all()
+
+    try:
+        # Work longer than the test: nothing leaves a seat until the server stops.
+        server.inject(Overload(2, queue=1, work=60, retry_after=2), verb="list", times=None)
+        threads = [threading.Thread(target=list_namespaces) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        with changed:
+            assert changed.wait_for(lambda: len(outcomes) >= 2, timeout=10)
+        for refused in outcomes:
+            assert isinstance(refused, ApiException)
+            assert refused.status == 429
+            assert (refused.headers or {})["Retry-After"] == "2"
+            body = json.loads(str(refused.body))
+            assert body["reason"] == "TooManyRequests"
+            assert body["details"] == {"retryAfterSeconds": 2}
+        assert server.stats().responses_by_status[429] == 2
+        stopped = time.monotonic()
+        server.stop()
+        for thread in threads:
+            thread.join(5.0)
+        # The two seated requests and the queued one end when the server stops.
+        assert not any(thread.is_alive() for thread in threads)
+        assert time.monotonic() - stopped < 5.0
+        assert len(outcomes) == 5
+        assert not any(isinstance(outcome, ApiException) for outcome in outcomes[2:])
+    finally:
+        server.stop()
+        close(api)
+
+
+def test_overload_serves_a_client_that_waits_its_turn(
+    fake_api_server: FakeApiServer, core: Any
+) -> None:
+    """One seat and no queue: requests one after another all get a seat, each after ``work``."""
+    fake_api_server.inject(Overload(1, work=0.1), verb="list", times=None)
+    for _ in range(3):
+        started = time.monotonic()
+        assert core.list_namespace().items
+        assert time.monotonic() - started >= 0.1
+    assert fake_api_server.stats().faults_by_kind["Overload"] == 3
+    assert 429 not in fake_api_server.stats().responses_by_status
 
 
 def test_random_faults_are_reproducible() -> None:
@@ -285,6 +418,14 @@ def test_inject_validates_arguments(fake_api_server: FakeApiServer) -> None:
         StatusFault(503, retry_after="soon")
     with pytest.raises(ValueError, match="seconds="):
         Delay(-1)
+    for bad in ({"seats": 0}, {"seats": True}, {"seats": 1, "queue": -1},
+                {"seats": 1, "retry_after": 0}, {"seats": 1, "retry_after": 1.5},
+                {"seats": 1, "retry_after": 2, "max_retry_after": 1}):  # fmt: skip
+        name = next(key for key in reversed(bad) if key != "seats" or len(bad) == 1)
+        with pytest.raises(ValueError, match=f"{name}="):
+            Overload(**bad)
+    with pytest.raises(ValueError, match="work="):
+        Overload(1, work=-0.1)
 
 
 def test_stock_client_retries_resets_three_times(fake_api_server: FakeApiServer) -> None:

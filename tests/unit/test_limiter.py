@@ -328,18 +328,39 @@ def test_throttled_rate_spaces_the_following_slots() -> None:
     assert bucket.acquire() == pytest.approx(0.2)
 
 
-def test_success_recovers_in_five_seconds_of_traffic() -> None:
+def test_success_recovers_a_halving_in_two_seconds() -> None:
     bucket, clock = make(qps=50.0, burst=1)
     bucket.acquire()
     bucket.on_throttled()
     began = clock.now
-    answers = 0
     while bucket.stats().effective_qps < 50.0:
-        bucket.acquire()
+        bucket.acquire()  # the fake clock moves by each wait: 25/s, then faster
         bucket.on_success()
-        answers += 1
-    assert clock.now - began == pytest.approx(5.0, abs=0.3)
-    assert 150 < answers < 200  # between 25/s and 50/s for five seconds
+    assert clock.now - began == pytest.approx(2.0, abs=0.05)
+
+
+def test_a_silent_client_regains_the_rate_but_not_the_burst() -> None:
+    bucket, clock = make(qps=10.0, burst=10, clock=FakeClock(advance_on_sleep=False))
+    bucket.on_throttled()
+    clock.advance(60.0)
+    bucket.on_success()
+    assert bucket.stats().effective_qps == 10.0
+    # One answer since the 429: the bucket may save up two tokens, not ten.
+    clock.advance(60.0)
+    assert [bucket.acquire(), bucket.acquire()] == [0.0, 0.0]
+    assert bucket.acquire() == pytest.approx(0.1)
+
+
+def test_a_429_every_second_drives_the_rate_to_the_floor() -> None:
+    bucket, clock = make(qps=50.0, burst=10)
+    for _ in range(12):
+        bucket.on_throttled()
+        for _ in range(5):  # answers in between, 0.2 s apart
+            clock.advance(0.2)
+            bucket.on_success()
+    # Halved at each, grown by √2 between: down by √2 a second, to the floor.
+    bucket.on_throttled()
+    assert bucket.stats().effective_qps == pytest.approx(50.0 / 16)
 
 
 def test_success_at_full_rate_changes_nothing() -> None:
@@ -361,8 +382,8 @@ def test_increase_keeps_reserved_slots_and_spaces_the_next() -> None:
     bucket, clock = make(qps=10.0, burst=2, clock=FakeClock(advance_on_sleep=False))
     bucket.on_throttled()  # 5/s: interval 0.2
     clock.advance(DECREASE_HOLD)
-    slots = [slot_of(bucket, clock) for _ in range(6)]  # 2 at once, then 4 queued 0.2 s apart
-    assert slots[-1] == pytest.approx(clock.now + 0.8)
+    slots = [slot_of(bucket, clock) for _ in range(6)]  # no burst while recovering: 0.2 s apart
+    assert slots[-1] == pytest.approx(clock.now + 1.0)
     for _ in range(30):
         bucket.on_success()
     rate = bucket.stats().effective_qps
@@ -370,6 +391,41 @@ def test_increase_keeps_reserved_slots_and_spaces_the_next() -> None:
     nxt = slot_of(bucket, clock)
     assert nxt == pytest.approx(slots[-1] + 1 / rate)
     assert nxt > slots[-1]
+
+
+def test_no_burst_is_saved_up_while_the_rate_recovers() -> None:
+    """Calls that waited out a Retry-After go out paced, not at once into the server."""
+    bucket, clock = make(qps=10.0, burst=5, clock=FakeClock(advance_on_sleep=False))
+    bucket.on_throttled()  # 5/s
+    clock.advance(3.0)  # a pause: a bucket at full rate would have refilled
+    slots = [slot_of(bucket, clock) for _ in range(4)]
+    assert slots == pytest.approx([clock.now + 0.2 * k for k in range(4)])
+
+
+def test_answers_grow_the_burst_back_one_token_each() -> None:
+    bucket, clock = make(qps=10.0, burst=50, clock=FakeClock(advance_on_sleep=False))
+    bucket.on_throttled()
+    for _ in range(4):
+        bucket.on_success()
+    # An hour would refill any bucket: this one may save up five tokens.
+    clock.advance(3600.0)
+    assert [bucket.acquire() for _ in range(5)] == [0.0] * 5
+    assert bucket.acquire() > 0.0
+
+
+def test_a_grown_burst_is_earned_at_the_rate_not_handed_out() -> None:
+    bucket, clock = make(qps=10.0, burst=5, clock=FakeClock(advance_on_sleep=False))
+    bucket.on_throttled()
+    clock.advance(2.0)  # the rate is back at 10/s with the first answer ...
+    for _ in range(4):  # ... and the bucket may save up five tokens after four
+        bucket.on_success()
+    assert bucket.stats().effective_qps == 10.0
+    # Room for five again, but no token was created: paced at 10/s at first ...
+    assert [bucket.acquire(), bucket.acquire()] == pytest.approx([0.0, 0.1])
+    # ... and the burst is back once the bucket has had time to refill.
+    clock.advance(1.0)
+    assert [bucket.acquire() for _ in range(5)] == [0.0] * 5
+    assert bucket.acquire() > 0.0
 
 
 def test_throttle_spends_a_partly_full_bucket() -> None:

@@ -10,15 +10,18 @@ import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from email.utils import parsedate_to_datetime
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 __all__ = [
     "HTTP_METHODS",
     "KUBERNETES_VERBS",
+    "Capacity",
     "CloseConnection",
     "Delay",
     "Fault",
     "FaultRules",
+    "Overload",
+    "Picked",
     "RequestInfo",
     "ResetConnection",
     "SilentWatch",
@@ -146,13 +149,139 @@ class SilentWatch:
             raise ValueError(f"after_events={self.after_events!r} must be >= 0")
 
 
+@dataclass(frozen=True, slots=True)
+class Overload:
+    """A server short of capacity: ``seats`` requests at a time, ``queue`` more waiting, the rest refused.
+
+    Each matching request holds one of ``seats`` for ``work`` seconds (the server's work,
+    slowed: a busy etcd, a priority level shared with noisy neighbours), then gets its normal
+    answer. While every seat is taken it waits in a queue of ``queue`` places; when the queue is
+    full too, it is refused at once with 429, as API Priority and Fairness refuses a request when
+    its priority level's queues are full (``queue=0`` is the max-in-flight filter). Unlike a
+    ``StatusFault(429)`` rule, how many requests are refused depends on how the clients send: a
+    client that backs off finds seats free.
+
+    ``Retry-After`` starts at ``retry_after`` seconds and adapts to the refusals as
+    kube-apiserver's APF does (``dropped_requests_tracker.go``): at the first refusal of a new
+    second, it doubles (up to ``max_retry_after``, at most once per current value of seconds) if
+    the seconds it covers saw at least three refusals per second of it, and it falls by one if
+    they saw fewer than one. ``max_retry_after=retry_after`` keeps it fixed.
+
+    Each injected rule has capacity of its own; requests already holding or waiting for a seat
+    finish when the rule expires.
+
+    Example:
+        >>> Overload(4, queue=8, work=0.1)
+        Overload(seats=4, queue=8, work=0.1, retry_after=1, max_retry_after=32)
+    """
+
+    seats: int
+    _: KW_ONLY
+    queue: int = 0
+    work: float = 0.1
+    retry_after: int = 1
+    max_retry_after: int = 32
+
+    def __post_init__(self) -> None:
+        for name, least in (
+            ("seats", 1), ("queue", 0), ("retry_after", 1), ("max_retry_after", self.retry_after)
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}={value!r} must be an int >= {least}")
+        _check_seconds("work", self.work)
+
+    @staticmethod
+    def refusal(retry_after: int) -> StatusFault:
+        """The answer to a request that found no seat and no place in the queue."""
+        return StatusFault(
+            429,
+            retry_after=retry_after,
+            details_retry_after_seconds=retry_after,
+            message="Too many requests, please try again later.",
+        )
+
+
 #: Any fault ``FakeApiServer.inject`` accepts.
 Fault: TypeAlias = (
     StatusFault | Delay | Stall | ResetConnection | CloseConnection | TruncatedBody | SilentWatch
-)
+    | Overload
+)  # fmt: skip
 _FAULT_TYPES = (
     StatusFault, Delay, Stall, ResetConnection, CloseConnection, TruncatedBody, SilentWatch,
+    Overload,
 )  # fmt: skip
+
+
+class Capacity:
+    """An ``Overload`` rule's seats, queue and refusals, shared by the requests it matches.
+
+    Args:
+        overload: the rule's fault.
+        clock: monotonic seconds; refusals are counted per whole second of it.
+    """
+
+    def __init__(self, overload: Overload, clock: Callable[[], float]) -> None:
+        self._overload = overload
+        self._clock = clock
+        self._ready = threading.Condition()
+        self._free = overload.seats
+        self._waiting = 0
+        self._retry_after = overload.retry_after
+        # Refusals per second: the second being counted, and the (second, count) before it.
+        self._second = -math.inf
+        self._count = 0
+        self._history: list[tuple[float, int]] = []
+        self._raised_at = -math.inf
+
+    def take(self) -> bool:
+        """Wait for a seat and take it; False, at once, when seats and queue are full."""
+        with self._ready:
+            if self._free == 0 and self._waiting >= self._overload.queue:
+                return False
+            self._waiting += 1
+            while self._free == 0:
+                # Woken by give_back(); a server that stops frees every seat promptly.
+                self._ready.wait()
+            self._waiting -= 1
+            self._free -= 1
+            return True
+
+    def give_back(self) -> None:
+        with self._ready:
+            self._free += 1
+            self._ready.notify()
+
+    def refuse(self) -> int:
+        """Count a refusal; return the Retry-After to send with it, in seconds."""
+        with self._ready:
+            second = math.floor(self._clock())
+            if second != self._second:
+                self._next_second(second)
+            self._count += 1
+            return self._retry_after
+
+    def _next_second(self, second: float) -> None:
+        """APF's update at the first refusal of a new second, from the seconds before it."""
+        if self._count:
+            self._history.append((self._second, self._count))
+        self._second, self._count = second, 0
+        retry_after = self._retry_after
+        keep = min(2 * retry_after, self._overload.max_retry_after)
+        self._history = [(s, n) for s, n in self._history if second - s <= keep]
+        refused = sum(n for s, n in self._history if second - s <= retry_after)
+        if second - self._raised_at >= retry_after and refused >= 3 * retry_after:
+            self._retry_after = min(2 * retry_after, self._overload.max_retry_after)
+            self._raised_at = second
+        elif refused < retry_after and retry_after > self._overload.retry_after:
+            self._retry_after = retry_after - 1
+
+
+class Picked(NamedTuple):
+    """The fault a request gets, and for an ``Overload`` the capacity of its rule."""
+
+    fault: Fault
+    capacity: Capacity | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +326,7 @@ class _Rule:
     rng: random.Random | None = None
     #: The rule's clock reading after which it is gone (None: never).
     expires: float | None = None
+    capacity: Capacity | None = None
 
     def matches(self, request: RequestInfo) -> bool:
         if not verb_matches(self.verb, request):
@@ -245,17 +375,18 @@ class FaultRules:
             _check_seconds("seconds", seconds, allow_zero=False)
         rng = random.Random(seed) if probability < 1.0 else None
         pattern = re.compile(path) if path is not None else None
+        capacity = Capacity(fault, self._clock) if isinstance(fault, Overload) else None
         with self._lock:
             expires = None if seconds is None else self._clock() + seconds
             self._rules.append(
-                _Rule(fault, verb, pattern, resource, times, probability, rng, expires)
+                _Rule(fault, verb, pattern, resource, times, probability, rng, expires, capacity)
             )
 
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
 
-    def pick(self, request: RequestInfo) -> Fault | None:
+    def pick(self, request: RequestInfo) -> Picked | None:
         """Return the fault to serve for ``request`` and use up one of its ``times``."""
         with self._lock:
             now = self._clock()
@@ -269,5 +400,5 @@ class FaultRules:
                     rule.remaining -= 1
                     if rule.remaining == 0:
                         self._rules.remove(rule)
-                return rule.fault
+                return Picked(rule.fault, rule.capacity)
         return None

@@ -28,6 +28,7 @@ from ._faults import (
     Delay,
     Fault,
     FaultRules,
+    Overload,
     RequestInfo,
     ResetConnection,
     SilentWatch,
@@ -402,7 +403,7 @@ class FakeApiServer:
 
         Args:
             fault: a ``StatusFault``, ``Delay``, ``Stall``, ``ResetConnection``,
-                ``CloseConnection``, ``TruncatedBody`` or ``SilentWatch``.
+                ``CloseConnection``, ``TruncatedBody``, ``SilentWatch`` or ``Overload``.
             verb: an HTTP method in upper case (``"GET"``) or a Kubernetes verb in lower
                 case (``"get"``, ``"list"``, ``"watch"``, ``"create"``, ``"update"``,
                 ``"patch"``, ``"delete"``, ``"deletecollection"``).
@@ -754,10 +755,24 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
-        fault = app._faults.pick(info)
+        picked = app._faults.pick(info)
+        fault = picked.fault if picked is not None else None
         if fault is not None:
             app._stats.fault(fault)
             log.debug("fake API server: %s %s gets %r", self.command, path, fault)
+        if isinstance(fault, Overload):
+            capacity = picked.capacity if picked is not None else None
+            assert capacity is not None  # every Overload rule has its capacity
+            if not capacity.take():
+                self._send_status_fault(fault.refusal(capacity.refuse()))
+                return
+            try:
+                stopping = app._stopping.wait(fault.work)
+            finally:
+                capacity.give_back()
+            if stopping:
+                self._drop()
+                return
         if isinstance(fault, StatusFault):
             self._send_status_fault(fault)
             return
