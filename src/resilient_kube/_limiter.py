@@ -131,6 +131,7 @@ class TokenBucket:
         "_tat",
         "_tau",
         "_throttled",
+        "_throttled_at",
         "_wait_seconds",
         "_waited",
     )
@@ -165,6 +166,8 @@ class TokenBucket:
         self._decreased_at = -math.inf
         # When the rate last changed or a 429 came: recovery counts from there.
         self._changed_at = -math.inf
+        # When the last 429 came: answers within DECREASE_HOLD of it do not grow the burst.
+        self._throttled_at = -math.inf
         self._logged_at = -math.inf
         self._admitted = 0
         self._waited = 0
@@ -256,6 +259,7 @@ class TokenBucket:
             self._cap = 1
             self._tau = 0.0
             self._changed_at = now
+            self._throttled_at = now
             if now - self._decreased_at < DECREASE_HOLD:
                 return
             self._decreased_at = now
@@ -268,8 +272,9 @@ class TokenBucket:
         grow the effective rate back towards ``qps``.
 
         The burst comes back with answers, one token each, as TCP's window grows with ACKs in slow
-        start: a client that sends nothing learns nothing, so it does not regain the right to a
-        burst. The rate comes back with time, ``x RECOVERY_PER_SECOND`` (``√2``) per second since
+        start, from ``DECREASE_HOLD`` after the last 429 (earlier answers are to requests sent
+        before it): a client that sends nothing learns nothing, so it does not regain the right
+        to a burst. The rate comes back with time, ``x RECOVERY_PER_SECOND`` (``√2``) per second since
         the last 429 or change, applied at each answer: 2 s from one halving, 8 s from the floor.
         Counting answers instead (TCP's ``+1/cwnd`` per ACK) heals slowly exactly when traffic
         comes in bursts with pauses between them, as a controller's resyncs do: the rate then
@@ -282,7 +287,9 @@ class TokenBucket:
             return
         with self._lock:
             now = self._clock()
-            if self._cap < self._burst:
+            # Answers within DECREASE_HOLD of a 429 are mostly to requests sent before it, which
+            # carry no news about the reduced rate: they do not grow the burst.
+            if self._cap < self._burst and now - self._throttled_at >= DECREASE_HOLD:
                 # Room for one more token, which the bucket still has to earn at the rate: the
                 # next slot stays where it is.
                 self._tat = max(self._tat, now) + self._interval
@@ -290,7 +297,10 @@ class TokenBucket:
                 self._tau = (self._cap - 1) * self._interval
             rate = self._rate
             if rate < self._qps:
-                grown = rate * RECOVERY_PER_SECOND ** (now - self._changed_at)
+                # Past the time to grow back to qps, the power would only overflow.
+                elapsed = now - self._changed_at
+                full = math.log(self._qps / rate, RECOVERY_PER_SECOND)
+                grown = self._qps if elapsed >= full else rate * RECOVERY_PER_SECOND**elapsed
                 self._set_rate(min(self._qps, grown), now)
                 self._changed_at = now
 

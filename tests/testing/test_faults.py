@@ -256,15 +256,42 @@ def test_overload_seats_queue_and_refusal() -> None:
     queued.start()
     # Bounded wait until the second request is in the queue.
     give_up = time.monotonic() + 5.0
-    while seats._waiting == 0 and time.monotonic() < give_up:
+    while seats.queued == 0 and time.monotonic() < give_up:
         time.sleep(0.001)
-    assert seats._waiting == 1
+    assert seats.queued == 1
     assert not seats.take()  # no seat, no place in the queue: refused at once
     seats.give_back()
     queued.join(5.0)
     assert not queued.is_alive()  # the seat went to the request that waited for it
     seats.give_back()
     assert seats.take()
+
+
+def test_overload_queue_is_first_come_first_served() -> None:
+    """A seat given back goes to the request that waited, not to one arriving meanwhile."""
+    seats = Capacity(Overload(1, queue=1), FakeClock())
+    assert seats.take()
+    order: list[str] = []
+
+    def take(name: str) -> None:
+        assert seats.take()
+        order.append(name)
+
+    queued = threading.Thread(target=take, args=("queued",), daemon=True)
+    queued.start()
+    give_up = time.monotonic() + 5.0
+    while seats.queued == 0 and time.monotonic() < give_up:
+        time.sleep(0.001)
+    assert seats.queued == 1
+    seats.give_back()
+    # The seat is the queued request's, woken or not: a newcomer queues behind it.
+    late = threading.Thread(target=take, args=("late",), daemon=True)
+    late.start()
+    queued.join(5.0)
+    assert order[:1] == ["queued"]
+    seats.give_back()
+    late.join(5.0)
+    assert order == ["queued", "late"]
 
 
 def test_overload_retry_after_adapts_to_refusals_as_apf_does() -> None:

@@ -405,12 +405,37 @@ def test_no_burst_is_saved_up_while_the_rate_recovers() -> None:
 def test_answers_grow_the_burst_back_one_token_each() -> None:
     bucket, clock = make(qps=10.0, burst=50, clock=FakeClock(advance_on_sleep=False))
     bucket.on_throttled()
+    clock.advance(DECREASE_HOLD)
     for _ in range(4):
         bucket.on_success()
     # An hour would refill any bucket: this one may save up five tokens.
     clock.advance(3600.0)
     assert [bucket.acquire() for _ in range(5)] == [0.0] * 5
     assert bucket.acquire() > 0.0
+
+
+def test_answers_right_after_a_429_do_not_grow_the_burst() -> None:
+    """They answer requests sent before it; the threads refused come back paced."""
+    bucket, clock = make(qps=50.0, burst=100, clock=FakeClock(advance_on_sleep=False))
+    for _ in range(30):
+        bucket.acquire()
+    for _ in range(20):
+        bucket.on_throttled()
+    clock.advance(0.2)
+    for _ in range(10):  # the answers to requests that were queued at the server
+        bucket.on_success()
+    clock.advance(1.0)  # Retry-After: 1
+    slots = [slot_of(bucket, clock) for _ in range(20)]
+    assert sum(slot == clock.now for slot in slots) == 1
+    assert slots == sorted(slots)
+
+
+def test_a_long_silence_after_a_429_recovers_without_overflow() -> None:
+    bucket, clock = make(qps=50.0, burst=5, clock=FakeClock(advance_on_sleep=False))
+    bucket.on_throttled()
+    clock.advance(3600.0)  # √2 ** 3600 is beyond any float
+    bucket.on_success()
+    assert bucket.stats().effective_qps == 50.0
 
 
 def test_a_grown_burst_is_earned_at_the_rate_not_handed_out() -> None:

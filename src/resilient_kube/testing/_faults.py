@@ -157,15 +157,17 @@ class Overload:
     slowed: a busy etcd, a priority level shared with noisy neighbours), then gets its normal
     answer. While every seat is taken it waits in a queue of ``queue`` places; when the queue is
     full too, it is refused at once with 429, as API Priority and Fairness refuses a request when
-    its priority level's queues are full (``queue=0`` is the max-in-flight filter). Unlike a
+    its priority level's queues are full (``queue=0, max_retry_after=1`` is the max-in-flight
+    filter, which always answers ``Retry-After: 1``). The queue is first come, first served. Unlike a
     ``StatusFault(429)`` rule, how many requests are refused depends on how the clients send: a
     client that backs off finds seats free.
 
     ``Retry-After`` starts at ``retry_after`` seconds and adapts to the refusals as
-    kube-apiserver's APF does (``dropped_requests_tracker.go``): at the first refusal of a new
-    second, it doubles (up to ``max_retry_after``, at most once per current value of seconds) if
-    the seconds it covers saw at least three refusals per second of it, and it falls by one if
-    they saw fewer than one. ``max_retry_after=retry_after`` keeps it fixed.
+    kube-apiserver's APF does (``dropped_requests_tracker.go``). At the first refusal of a new
+    second it looks at the last ``Retry-After`` seconds: with three refusals or more per second
+    it doubles, up to ``max_retry_after`` and at most once per ``Retry-After`` seconds; with fewer
+    than one per second it falls by one, down to ``retry_after``. ``max_retry_after=retry_after``
+    keeps it fixed.
 
     Each injected rule has capacity of its own; requests already holding or waiting for a seat
     finish when the rule expires.
@@ -226,7 +228,9 @@ class Capacity:
         self._clock = clock
         self._ready = threading.Condition()
         self._free = overload.seats
-        self._waiting = 0
+        # The queue as tickets: request number n waits until n < _admitted.
+        self._issued = 0
+        self._admitted = 0
         self._retry_after = overload.retry_after
         # Refusals per second: the second being counted, and the (second, count) before it.
         self._second = -math.inf
@@ -234,23 +238,39 @@ class Capacity:
         self._history: list[tuple[float, int]] = []
         self._raised_at = -math.inf
 
-    def take(self) -> bool:
-        """Wait for a seat and take it; False, at once, when seats and queue are full."""
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a seat."""
         with self._ready:
-            if self._free == 0 and self._waiting >= self._overload.queue:
+            return self._issued - self._admitted
+
+    def take(self) -> bool:
+        """Wait for a seat and take it; False, at once, when seats and queue are full.
+
+        The queue is first come, first served, as APF serves its queues before new arrivals: a
+        seat given back goes to the request that has waited longest, never to one that arrives
+        meanwhile.
+        """
+        with self._ready:
+            if self._free > 0:  # then nobody waits: give_back() hands seats to the queue first
+                self._free -= 1
+                return True
+            if self._issued - self._admitted >= self._overload.queue:
                 return False
-            self._waiting += 1
-            while self._free == 0:
+            ticket = self._issued
+            self._issued += 1
+            while ticket >= self._admitted:
                 # Woken by give_back(); a server that stops frees every seat promptly.
                 self._ready.wait()
-            self._waiting -= 1
-            self._free -= 1
             return True
 
     def give_back(self) -> None:
         with self._ready:
-            self._free += 1
-            self._ready.notify()
+            if self._issued > self._admitted:
+                self._admitted += 1
+                self._ready.notify_all()
+            else:
+                self._free += 1
 
     def refuse(self) -> int:
         """Count a refusal; return the Retry-After to send with it, in seconds."""
