@@ -82,7 +82,7 @@ OVERLOAD_SECONDS = 3.0
 OVERLOAD_WORK = 0.1
 #: Calls per second the whole workload aims at: a busy controller, below the 50 qps default
 #: limiter, so both clients see the same offered load and the limiter does not shape it. Also
-#: below half of it: after a 429 the limiter halves its rate and heals as answers come back.
+#: below half of it: after a 429 the limiter halves its rate, and grows it back within seconds.
 TARGET_QPS = 20.0
 #: The controller's requeue backoff, client-go's ``DefaultTypedControllerRateLimiter``: the later
 #: of 5 ms doubled for each failure of the same item, and a token bucket of 10/s (burst 100)

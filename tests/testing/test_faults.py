@@ -249,16 +249,21 @@ def test_the_server_stops_serving_a_rule_when_its_seconds_are_up(
     assert set(statuses) == {429}
 
 
+def wait_until_queued(capacity: Capacity, count: int) -> bool:
+    """Whether ``count`` requests are waiting in ``capacity``'s queue within 5 s."""
+    give_up = time.monotonic() + 5.0
+    while capacity.queued < count and time.monotonic() < give_up:
+        time.sleep(0.001)
+    return capacity.queued == count
+
+
 def test_overload_seats_queue_and_refusal() -> None:
     seats = Capacity(Overload(1, queue=1), FakeClock())
     assert seats.take()
     queued = threading.Thread(target=seats.take, daemon=True)
     queued.start()
     # Bounded wait until the second request is in the queue.
-    give_up = time.monotonic() + 5.0
-    while seats.queued == 0 and time.monotonic() < give_up:
-        time.sleep(0.001)
-    assert seats.queued == 1
+    assert wait_until_queued(seats, 1)
     assert not seats.take()  # no seat, no place in the queue: refused at once
     seats.give_back()
     queued.join(5.0)
@@ -279,10 +284,7 @@ def test_overload_queue_is_first_come_first_served() -> None:
 
     queued = threading.Thread(target=take, args=("queued",), daemon=True)
     queued.start()
-    give_up = time.monotonic() + 5.0
-    while seats.queued == 0 and time.monotonic() < give_up:
-        time.sleep(0.001)
-    assert seats.queued == 1
+    assert wait_until_queued(seats, 1)
     seats.give_back()
     # The seat is the queued request's, woken or not: a newcomer queues behind it.
     late = threading.Thread(target=take, args=("late",), daemon=True)

@@ -756,12 +756,11 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         picked = app._faults.pick(info)
-        fault = picked.fault if picked is not None else None
+        fault, capacity = picked if picked is not None else (None, None)
         if fault is not None:
             app._stats.fault(fault)
             log.debug("fake API server: %s %s gets %r", self.command, path, fault)
         if isinstance(fault, Overload):
-            capacity = picked.capacity if picked is not None else None
             assert capacity is not None  # every Overload rule has its capacity
             if not capacity.take():
                 self._send_status_fault(fault.refusal(capacity.refuse()))
