@@ -10,9 +10,10 @@ import logging
 
 from ._client import ApiClient, ClientFactory
 from ._dns import DnsStats
+from ._events import EventSink
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
-from ._stats import RetryStats, Stats, TransportStats
+from ._stats import RetryStats, Stats, TransportStats, WatchStats
 from .errors import (
     ConfigError,
     ConnectError,
@@ -23,6 +24,7 @@ from .errors import (
     RateLimitTimeout,
     ReadTimeout,
     ResilientKubeError,
+    ResourceExpired,
     RetryBudgetExhausted,
     TimeoutException,
     TLSError,
@@ -41,11 +43,13 @@ __all__ = [
     "ConnectionReset",
     "DeadlineExceeded",
     "DnsStats",
+    "EventSink",
     "LimiterStats",
     "NameResolutionError",
     "RateLimitTimeout",
     "ReadTimeout",
     "ResilientKubeError",
+    "ResourceExpired",
     "RetryBudgetExhausted",
     "RetryStats",
     "Settings",
@@ -54,6 +58,7 @@ __all__ = [
     "TimeoutException",
     "TransportError",
     "TransportStats",
+    "WatchStats",
     "__version__",
 ]
 

@@ -18,6 +18,7 @@ import kubernetes.watch
 
 from ._connection import PoolContext, install_pools
 from ._dns import DnsCache
+from ._events import EventSink, Fanout
 from ._limiter import TokenBucket
 from ._retry import RetryBudget
 from ._settings import Settings
@@ -69,7 +70,10 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         self.settings = Settings.from_kwargs(settings, **tuning)
         super().__init__(configuration, header_name, header_value, cookie, pool_threads)
         settings = self.settings
-        self._counters = Counters()
+        self._counters = Counters(clock=clock)
+        #: Where every layer reports what it did: the counters behind ``stats()``, and whatever
+        #: ``subscribe`` adds.
+        self.events = Fanout([self._counters])
         self._limiter = (
             None
             if settings.qps is None
@@ -124,11 +128,23 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
     def stats(self) -> Stats:
         """A snapshot of this client's counters: transport, retries, limiter and DNS."""
         return Stats(
-            transport=self._counters.transport(),
-            retry=self._counters.retry(),
+            transport=self._counters.transport_stats(),
+            retry=self._counters.retry_stats(),
             limiter=None if self._limiter is None else self._limiter.stats(),
             dns=None if self._dns is None else self._dns.stats(),
+            watch=self._counters.watch_stats(),
         )
+
+    def subscribe(self, sink: EventSink) -> None:
+        """Send this client's events (attempts, retries, waits, watch restarts, ...) to ``sink``.
+
+        ``sink`` overrides the ``EventSink`` methods it cares about; see ``_events``.
+        """
+        self.events.add(sink)
+
+    def unsubscribe(self, sink: EventSink) -> None:
+        """Stop sending events to ``sink``."""
+        self.events.remove(sink)
 
     def close(self) -> None:
         """Close the thread pool, every pooled socket and the DNS cache's background work."""

@@ -109,6 +109,11 @@ class Settings:
     #: API server's own request timeout, so a longer wait can never be answered anyway.
     deadline: float | None = 60.0
 
+    #: A watch stream that sends no byte at all (no event, no bookmark) for this long is cut and
+    #: re-opened from its last resourceVersion (``resilient_kube.Watch``). The API server sends
+    #: a bookmark about once a minute to watches that ask for them (docs/watches.md).
+    watch_idle_timeout: float | None = 150.0
+
     # --- connection pool --------------------------------------------------------------------
     #: Connections kept per host. Must cover peak concurrency (threads + open watches): above it,
     #: urllib3 opens and throws away connections ("Connection pool is full").
@@ -168,7 +173,13 @@ class Settings:
             # Frozen: store the normalised value (int or timedelta -> float) behind the guard.
             object.__setattr__(self, name, value)
 
-        for name in ("connect_timeout", "read_timeout", "deadline", "pool_idle_timeout"):
+        for name in (
+            "connect_timeout",
+            "read_timeout",
+            "deadline",
+            "pool_idle_timeout",
+            "watch_idle_timeout",
+        ):
             fix(name, _seconds(name, getattr(self, name), allow_none=True))
         fix("keepalive_idle", _seconds("keepalive_idle", self.keepalive_idle, allow_none=True))
         fix(

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from ._dns import DnsStats
     from ._limiter import LimiterStats
 
-__all__ = ["Counters", "RetryStats", "Stats", "TransportStats"]
+from ._events import EventSink
+
+__all__ = ["Counters", "RetryStats", "Stats", "TransportStats", "WatchStats"]
 
 
 class TransportStats(NamedTuple):
@@ -44,6 +48,23 @@ class RetryStats(NamedTuple):
     backoff_seconds: float
 
 
+class WatchStats(NamedTuple):
+    """What the client's watches and informers did (``resilient_kube.Watch``, ``SharedInformer``)."""
+
+    #: Events received from the server, bookmarks included.
+    events: int
+    #: BOOKMARK events received (handed to callers only when they asked for them).
+    bookmarks: int
+    #: Streams re-opened after a break.
+    restarts: int
+    #: Restarts by reason: ``reset``, ``idle``, ``ended``, ``status_503``, ...
+    restarts_by_reason: dict[str, int]
+    #: Informer lists, the first one included.
+    relists: int
+    #: Seconds since the last event or bookmark arrived; None before the first.
+    last_event_age: float | None
+
+
 class Stats(NamedTuple):
     """A snapshot of one client's counters (see ``ApiClient.stats()``)."""
 
@@ -53,22 +74,39 @@ class Stats(NamedTuple):
     limiter: LimiterStats | None
     #: None when the DNS cache is off (``dns_cache=False``).
     dns: DnsStats | None
+    watch: WatchStats
 
 
-class Counters:
-    """Thread-safe counters for the transport and the retry layer.
+class Counters(EventSink):
+    """Thread-safe counters for the transport, the retry layer and watches: the event sink
+    subscriber behind ``stats()``.
 
     Plain counts are ``itertools.count`` objects: ``next()`` on one is atomic in CPython, so the
     hot path (three counts per call) takes no lock and threads do not queue behind each other.
     """
 
+    __slots__ = (
+        "_backoff_seconds",
+        "_clock",
+        "_counts",
+        "_last_event_at",
+        "_lock",
+        "_restart_reasons",
+        "_retry_reasons",
+        "_watch_counts",
+    )
+
     _NAMES = (*TransportStats._fields, "budget_refusals")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._counts = {name: itertools.count() for name in self._NAMES}
         self._lock = threading.Lock()
+        self._clock = clock
         self._retry_reasons: Counter[str] = Counter()
         self._backoff_seconds = 0.0
+        self._restart_reasons: Counter[str] = Counter()
+        self._watch_counts: Counter[str] = Counter()
+        self._last_event_at = -math.inf
 
     def add(self, name: str) -> None:
         """Count one event ``name`` (a ``TransportStats`` field or ``budget_refusals``)."""
@@ -90,14 +128,43 @@ class Counters:
             self._retry_reasons[reason] += 1
             self._backoff_seconds += wait
 
-    def transport(self) -> TransportStats:
+    def transport_stats(self) -> TransportStats:
         return TransportStats(*(self.value(name) for name in TransportStats._fields))
 
-    def retry(self) -> RetryStats:
+    def retry_stats(self) -> RetryStats:
         with self._lock:
             return RetryStats(
                 retries=sum(self._retry_reasons.values()),
                 retries_by_reason=dict(self._retry_reasons),
                 budget_refusals=self.value("budget_refusals"),
                 backoff_seconds=self._backoff_seconds,
+            )
+
+    # --- watches (EventSink) ---------------------------------------------------------------
+
+    def watch_event(self, kind: str) -> None:
+        with self._lock:
+            self._watch_counts["events"] += 1
+            if kind == "BOOKMARK":
+                self._watch_counts["bookmarks"] += 1
+            self._last_event_at = self._clock()
+
+    def watch_restart(self, reason: str, wait: float) -> None:
+        with self._lock:
+            self._restart_reasons[reason] += 1
+
+    def informer_relist(self, reason: str) -> None:
+        with self._lock:
+            self._watch_counts["relists"] += 1
+
+    def watch_stats(self) -> WatchStats:
+        with self._lock:
+            last = self._last_event_at
+            return WatchStats(
+                events=self._watch_counts["events"],
+                bookmarks=self._watch_counts["bookmarks"],
+                restarts=sum(self._restart_reasons.values()),
+                restarts_by_reason=dict(self._restart_reasons),
+                relists=self._watch_counts["relists"],
+                last_event_age=None if last == -math.inf else self._clock() - last,
             )

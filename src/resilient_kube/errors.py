@@ -8,6 +8,7 @@ Everything else is one tree::
 
     ResilientKubeError
     ├── ConfigError(ResilientKubeError, ValueError)            a tuning argument is out of range
+    ├── ResourceExpired(.., kubernetes ApiException)           410 Gone: the watched version was compacted
     └── TransportError(ResilientKubeError, urllib3 MaxRetryError)
         ├── TimeoutException(urllib3 TimeoutError, TransportError)
         │   ├── ConnectTimeout(.., urllib3 ConnectTimeoutError)  no TCP connection in connect_timeout
@@ -45,6 +46,7 @@ import pickle
 from typing import Any
 
 import urllib3.exceptions as u3
+from kubernetes.client.exceptions import ApiException
 
 __all__ = [
     "ConfigError",
@@ -56,6 +58,7 @@ __all__ = [
     "RateLimitTimeout",
     "ReadTimeout",
     "ResilientKubeError",
+    "ResourceExpired",
     "RetryBudgetExhausted",
     "TLSError",
     "TimeoutException",
@@ -69,6 +72,26 @@ class ResilientKubeError(Exception):
 
 class ConfigError(ResilientKubeError, ValueError):
     """A tuning argument has a bad type or value; the message names both."""
+
+
+class ResourceExpired(ResilientKubeError, ApiException):  # type: ignore[misc]
+    """410 Gone: the resourceVersion a watch asked for is older than the server keeps.
+
+    A ``kubernetes.client.ApiException`` with ``status == 410``, so ``except ApiException`` blocks
+    written for the stock client keep working. Watching again from the same version cannot work:
+    list again (``SharedInformer`` does) and watch from the list's version.
+    """
+
+    def __init__(self, reason: str = "Gone", *, body: str | None = None) -> None:
+        super().__init__(status=410, reason=reason)  # type: ignore[call-arg]
+        self.body = body
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_expired, (self.reason, self.body))
+
+
+def _restore_expired(reason: str, body: str | None) -> ResourceExpired:
+    return ResourceExpired(reason, body=body)
 
 
 class TransportError(ResilientKubeError, u3.MaxRetryError):
