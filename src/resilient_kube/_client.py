@@ -20,6 +20,7 @@ from ._connection import PoolContext, install_pools
 from ._dns import DnsCache
 from ._events import EventSink, Fanout
 from ._limiter import TokenBucket
+from ._policy import Policy
 from ._retry import RetryBudget
 from ._settings import Settings
 from ._stats import Counters, Stats
@@ -103,25 +104,25 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             rest_configuration.client_go_retries = False
             rest.configuration = rest_configuration
         manager = rest.pool_manager
-        watching = install_pools(
+        timed = install_pools(
             manager,
             PoolContext(settings=settings, counters=self._counters, dns=self._dns, clock=clock),
             keep_socket_options=getattr(self.configuration, "socket_options", None) is not None,
         )
+        budget = RetryBudget(
+            settings.retry_budget_ratio,
+            settings.retry_budget_min_per_second,
+            settings.retry_budget_window,
+            calls=functools.partial(self._counters.value, "requests"),
+            clock=clock,
+        )
         rest.pool_manager = Transport(
             manager,
-            settings,
-            self._counters,
+            Policy(settings, budget, clock=clock),
+            self.events,
+            self._counters.ticker("requests"),
             limiter=self._limiter,
-            watching=watching,
-            budget=RetryBudget(
-                settings.retry_budget_ratio,
-                settings.retry_budget_min_per_second,
-                settings.retry_budget_window,
-                calls=functools.partial(self._counters.value, "requests"),
-                clock=clock,
-            ),
-            clock=clock,
+            timed=timed,
             sleep=sleep,
         )
 

@@ -49,12 +49,15 @@ class EventSink:
     def retry(self, method: str, host: str, code: str, reason: str, wait: float) -> None:
         """The call will be sent again after ``wait`` seconds because of ``reason``."""
 
-    def call_ended(self, method: str, host: str, attempts: int, stop: str | None) -> None:
+    def call_ended(
+        self, method: str, host: str, attempts: int, stop: str | None, error: str | None
+    ) -> None:
         """A call ended after ``attempts`` wire attempts.
 
-        ``stop`` is None when the last answer went back to the caller as it came, or why the
-        call stopped trying: ``attempts``, ``deadline``, ``budget``, ``retry_after``, ``final``
-        (the failure cannot be repeated), ``rate_limit``.
+        ``stop`` is None when an answer went back to the caller without a reason to retry, or
+        why the call stopped trying: ``attempts``, ``deadline``, ``budget``, ``retry_after``,
+        ``final`` (the failure cannot be repeated), ``rate_limit``. ``error`` is the class name
+        of the error the call raised (``DeadlineExceeded``, ...), or None when it returned.
         """
 
     # --- the limiter -----------------------------------------------------------------------

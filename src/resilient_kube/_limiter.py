@@ -189,17 +189,19 @@ class TokenBucket:
         """The configured capacity."""
         return self._burst
 
-    def acquire(self, timeout: float | None = None) -> float:
-        """Take one token, sleeping until its slot if needed; return the seconds waited.
+    def reserve(self, timeout: float | None = None) -> float:
+        """Take one token's slot without sleeping; return the seconds until it (0.0: now).
 
         The slot is ``max(now, max(tat, now) - (burst - 1)/rate)``: see the module docstring.
+        The caller waits the returned time however it waits (``acquire`` sleeps; an asyncio
+        driver awaits): the slot is its own either way.
 
         Args:
             timeout: the longest acceptable wait in seconds; None waits as long as it takes.
 
         Raises:
             RateLimitTimeout: the wait would be longer than ``timeout``. It is raised at once,
-                without sleeping and without taking the token; ``wait`` holds the wait refused.
+                without taking the token; ``wait`` holds the wait refused.
         """
         with self._lock:
             now = self._clock()
@@ -215,8 +217,8 @@ class TokenBucket:
             if timeout is not None and wait > timeout + _EPSILON:
                 raise RateLimitTimeout(
                     f"client-side throttling: the rate limiter (qps={self._rate:.4g}, "
-                    f"burst={self._burst}) would wait {wait:.3f}s, longer than the "
-                    f"{max(timeout, 0.0):.3f}s left",
+                    f"burst={self._burst}) would wait {_seconds(wait)}, longer than the "
+                    f"{_seconds(max(timeout, 0.0))} left",
                     wait=wait,
                 )
             self._tat = tat + self._interval
@@ -227,7 +229,6 @@ class TokenBucket:
             if report:
                 self._logged_at = now
             rate = self._rate
-        self._sleep(wait)
         if report:
             # client-go's wording (rest/request.go), so operators recognise it.
             log.info(
@@ -238,6 +239,16 @@ class TokenBucket:
                 self._qps,
                 self._burst,
             )
+        return wait
+
+    def acquire(self, timeout: float | None = None) -> float:
+        """Take one token, sleeping until its slot if needed; return the seconds waited.
+
+        ``reserve`` and then the injected ``sleep``; the arguments and errors are ``reserve``'s.
+        """
+        wait = self.reserve(timeout)
+        if wait:
+            self._sleep(wait)
         return wait
 
     def on_throttled(self) -> None:
@@ -355,6 +366,11 @@ class TokenBucket:
         self._rate = rate
         self._interval = interval
         self._tau = (self._cap - 1) * interval
+
+
+def _seconds(seconds: float) -> str:
+    """A wait for a message: ``0.250s``, or ``more than a day`` for the absurd ones."""
+    return f"{seconds:.3f}s" if seconds < 86400 else "more than a day"
 
 
 def _count(counts: dict[str, int], key: str) -> None:

@@ -86,6 +86,7 @@ class Counters(EventSink):
     """
 
     __slots__ = (
+        "_attempts",
         "_backoff_seconds",
         "_clock",
         "_counts",
@@ -100,6 +101,7 @@ class Counters(EventSink):
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._counts = {name: itertools.count() for name in self._NAMES}
+        self._attempts = self._counts["attempts"]
         self._lock = threading.Lock()
         self._clock = clock
         self._retry_reasons: Counter[str] = Counter()
@@ -139,6 +141,30 @@ class Counters(EventSink):
                 budget_refusals=self.value("budget_refusals"),
                 backoff_seconds=self._backoff_seconds,
             )
+
+    # --- calls (EventSink) -----------------------------------------------------------------
+
+    def attempt(  # noqa: PLR0917  the EventSink signature
+        self,
+        method: str,
+        host: str,
+        code: str,
+        seconds: float,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        next(self._attempts)
+
+    def retry(self, method: str, host: str, code: str, reason: str, wait: float) -> None:
+        self.retried(reason, wait)
+
+    def call_ended(
+        self, method: str, host: str, attempts: int, stop: str | None, error: str | None
+    ) -> None:
+        if error is not None:
+            next(self._counts["failures"])
+        if stop == "budget":
+            next(self._counts["budget_refusals"])
 
     # --- watches (EventSink) ---------------------------------------------------------------
 

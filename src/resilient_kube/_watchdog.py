@@ -6,13 +6,13 @@ largest part of resilient_kube's cost per call. So the sockets of ordinary calls
 watchdog thread ends an attempt that overran its time by shutting its socket down, which wakes
 the blocked ``recv`` or ``send`` at once. The attempt then reports a read timeout.
 
-``read_timeout`` limits silence, not the whole response, as a socket timeout does: when a watch
+``read_timeout`` limits silence, not the whole response, as a socket timeout does: when a timer
 is due, the kernel's ``TCP_INFO`` tells how long ago data last moved either way (the answer
 arriving, or the request going out as the server takes it in). An exchange still moving gets
 ``read`` more seconds from then, within the deadline. Where ``TCP_INFO`` is missing (not Linux)
 the request, the wait for the headers and the body each get ``read`` seconds.
 
-Watches are checked every ``TICK`` seconds while any exist (and for ``LINGER`` seconds after the
+Timers are checked every ``TICK`` seconds while any exist (and for ``LINGER`` seconds after the
 last one, so that a busy client does not wake the thread on every call); an idle process has a
 sleeping thread. Connecting keeps its socket timeout: a new connection is rare and its
 ``connect()`` must be bounded before there is a socket to shut down.
@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["LINGER", "TICK", "Watch", "current", "resume", "start", "stop", "suspend"]
+__all__ = ["LINGER", "TICK", "Timer", "current", "resume", "start", "stop", "suspend"]
 
 #: How often the watchdog looks at the clock while attempts are in flight: a time limit fires at
 #: most this late.
@@ -40,7 +40,7 @@ LINGER = 2.0
 log = logging.getLogger(__name__)
 
 _current = threading.local()
-#: ``Watch.conn`` before the pool has handed the attempt a connection.
+#: ``Timer.conn`` before the pool has handed the attempt a connection.
 _PENDING: Any = object()
 #: ``struct tcp_info`` (linux/tcp.h): ``tcpi_retransmits`` (offset 2: timeouts of the oldest
 #: unacknowledged segment), milliseconds since data was last sent (``tcpi_last_data_sent``,
@@ -50,7 +50,7 @@ _TCP_INFO = getattr(socket, "TCP_INFO", None)
 _TCP_STATE = struct.Struct("=2xB41xI4xI")
 
 
-class Watch:
+class Timer:
     """One attempt's time limit, and the socket it shuts down when the limit passes.
 
     The attempt's thread calls, in order: ``attach`` (the pool handed out a connection),
@@ -81,8 +81,8 @@ class Watch:
         #: The socket to shut down, once armed: held here because http.client lets go of
         #: ``conn.sock`` while a response that closes the connection is still being read.
         self.sock: socket.socket | None = None
-        #: The watch of an attempt this one interrupted on the same thread (see ``start``).
-        self.outer: Watch | None = None
+        #: The timer of an attempt this one interrupted on the same thread (see ``start``).
+        self.outer: Timer | None = None
         self.fired = False
         self._lock = threading.Lock()
 
@@ -115,9 +115,9 @@ class Watch:
             self.conn = None
 
     def fire(self, now: float) -> bool:
-        """The watch is due: shut the attempt's socket down, unless the server is still talking.
+        """The timer is due: shut the attempt's socket down, unless the server is still talking.
 
-        Returns False when the watch must stay: not armed yet (connecting has its own timeout),
+        Returns False when the timer must stay: not armed yet (connecting has its own timeout),
         or a new expiry, ``read`` seconds after the server's last word.
         """
         with self._lock:
@@ -180,32 +180,32 @@ def _expiry(now: float, seconds: float | None, hard_at: float | None) -> float:
     return hard_at if soft is None else min(soft, hard_at)
 
 
-def current() -> Watch | None:
-    """The watch of the attempt running on this thread (the pool's hooks attach its connection)."""
-    watch: Watch | None = getattr(_current, "watch", None)
-    return watch
+def current() -> Timer | None:
+    """The timer of the attempt running on this thread (the pool's hooks attach its connection)."""
+    timer: Timer | None = getattr(_current, "timer", None)
+    return timer
 
 
 class _Watchdog:
-    """The thread that fires watches whose time has passed."""
+    """The thread that fires timers whose time has passed."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         """Forget everything (in a forked child, where the thread did not survive)."""
-        self._watches: dict[int, Watch] = {}
+        self._timers: dict[int, Timer] = {}
         self._wake = threading.Condition(threading.Lock())
         self._idle = True
         self._thread: threading.Thread | None = None
 
-    def start(self, watch: Watch) -> None:
-        """Watch ``watch`` from now on; it is this thread's current attempt."""
-        self._watches[id(watch)] = watch
+    def start(self, timer: Timer) -> None:
+        """Keep ``timer``'s time from now on; it is this thread's current attempt."""
+        self._timers[id(timer)] = timer
         # An API call made on this thread while another's attempt is in flight (a logging
-        # handler, a finalizer) must leave that attempt its watch.
-        watch.outer = getattr(_current, "watch", None)
-        _current.watch = watch
+        # handler, a finalizer) must leave that attempt its timer.
+        timer.outer = getattr(_current, "timer", None)
+        _current.timer = timer
         if self._idle:  # rare: the first attempt after a quiet spell
             with self._wake:
                 if self._thread is None:
@@ -216,67 +216,67 @@ class _Watchdog:
                     self._idle = False
                 self._wake.notify()
 
-    def stop(self, watch: Watch) -> None:
+    def stop(self, timer: Timer) -> None:
         """The attempt is over: forget it (its connection, if any, is no longer touched)."""
-        _current.watch = watch.outer
-        watch.outer = None
-        watch.end()
-        self._watches.pop(id(watch), None)
+        _current.timer = timer.outer
+        timer.outer = None
+        timer.end()
+        self._timers.pop(id(timer), None)
 
     @staticmethod
-    def _fire(watch: Watch, now: float) -> bool:
+    def _fire(timer: Timer, now: float) -> bool:
         try:
-            return watch.fire(now)
+            return timer.fire(now)
         except Exception:
             # The thread keeps every client's time: it must not die of one odd socket. That
-            # watch is dropped (a bug, logged): its attempt has no read limit left.
-            log.exception("resilient_kube watchdog: cannot check %r", watch.sock)
+            # timer is dropped (a bug, logged): its attempt has no read limit left.
+            log.exception("resilient_kube watchdog: cannot check %r", timer.sock)
             return True
 
     def _run(self) -> None:
         quiet_since = time.monotonic()
         while True:
-            if not self._watches and time.monotonic() - quiet_since > LINGER:
+            if not self._timers and time.monotonic() - quiet_since > LINGER:
                 with self._wake:
                     self._idle = True
                     # Checked again after _idle is set: start() reads _idle after adding.
-                    while not self._watches:
+                    while not self._timers:
                         self._wake.wait()
                     self._idle = False
             time.sleep(TICK)
             now = time.monotonic()
-            for key, watch in list(self._watches.items()):
-                if watch.expires_at <= now and self._fire(watch, now):
-                    self._watches.pop(key, None)
-            if self._watches:
+            for key, timer in list(self._timers.items()):
+                if timer.expires_at <= now and self._fire(timer, now):
+                    self._timers.pop(key, None)
+            if self._timers:
                 quiet_since = now
 
 
 _watchdog = _Watchdog()
 
 
-def suspend() -> Watch | None:
-    """An attempt with no watch (a stream) runs on this thread: no outer watch is its."""
+def suspend() -> Timer | None:
+    """An attempt with no timer (a stream) runs on this thread: no outer timer is its."""
     outer = current()
     if outer is not None:
-        _current.watch = None
+        _current.timer = None
     return outer
 
 
-def resume(outer: Watch | None) -> None:
-    """That attempt is over: the outer attempt's watch is the thread's again."""
+def resume(outer: Timer | None) -> None:
+    """That attempt is over: the outer attempt's timer is the thread's again."""
     if outer is not None:
-        _current.watch = outer
+        _current.timer = outer
 
 
-def start(watch: Watch) -> None:
-    """Watch ``watch`` from now on; it is this thread's current attempt."""
-    _watchdog.start(watch)
+def start(timer: Timer) -> None:
+    """Keep ``timer``'s time from now on; it is this thread's current attempt."""
+    _watchdog.start(timer)
 
 
-def stop(watch: Watch) -> None:
-    """The attempt is over: forget ``watch``."""
-    _watchdog.stop(watch)
+def stop(timer: Timer) -> None:
+    """The attempt is over: forget ``timer``."""
+    _watchdog.stop(timer)
 
 
 # The thread does not survive a fork: in the child a new one starts with the next attempt.

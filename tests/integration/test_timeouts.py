@@ -17,7 +17,7 @@ from resilient_kube import (
     ReadTimeout,
     TimeoutException,
 )
-from resilient_kube._transport import WATCH_READ_MARGIN
+from resilient_kube._policy import WATCH_READ_MARGIN
 from resilient_kube.testing import Delay, FakeApiServer, FullAcceptQueueListener, SilentWatch, Stall
 from tests.helpers.clock import FakeClock
 from tests.helpers.loopback import Relay, elapsed, raw_server

@@ -10,14 +10,14 @@ import urllib3.exceptions as u3
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient_kube._retry import (
+from resilient_kube._policy import (
     IDEMPOTENT_METHODS,
-    RetryBudget,
     classify_error,
     classify_status,
     parse_retry_after,
     retry_after,
 )
+from resilient_kube._retry import RetryBudget
 from tests.helpers.clock import FakeClock
 
 

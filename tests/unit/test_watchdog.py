@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from resilient_kube import _watchdog
-from resilient_kube._watchdog import Watch
+from resilient_kube._watchdog import Timer
 
 
 @dataclass
@@ -41,15 +41,15 @@ def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield ours, theirs
 
 
-def armed(sock: object, read: float | None = 1.0, hard_at: float | None = None) -> Watch:
-    watch = Watch(read=read, hard_at=hard_at)
+def armed(sock: object, read: float | None = 1.0, hard_at: float | None = None) -> Timer:
+    watch = Timer(read=read, hard_at=hard_at)
     watch.attach(Connection(sock=sock))
     watch.arm(sock)
     return watch
 
 
 def test_a_watch_waits_until_it_is_armed(pair: tuple[socket.socket, socket.socket]) -> None:
-    watch = Watch(read=1.0, hard_at=None)
+    watch = Timer(read=1.0, hard_at=None)
     now = time.monotonic() + 10
     assert not watch.fire(now)  # no connection yet: try again next tick
     watch.attach(Connection(sock=pair[0]))
@@ -112,13 +112,13 @@ def test_a_closed_socket_ends_the_watch(pair: tuple[socket.socket, socket.socket
 
 def test_the_deadline_caps_every_read_time() -> None:
     now = time.monotonic()
-    assert Watch(read=None, hard_at=None).expires_at == float("inf")
-    assert Watch(read=None, hard_at=now + 2).expires_at == now + 2
-    capped = Watch(read=30.0, hard_at=now + 2)
+    assert Timer(read=None, hard_at=None).expires_at == float("inf")
+    assert Timer(read=None, hard_at=now + 2).expires_at == now + 2
+    capped = Timer(read=30.0, hard_at=now + 2)
     assert capped.expires_at == now + 2
     capped.restart()
     assert capped.expires_at == now + 2
-    free = Watch(read=1.0, hard_at=None)
+    free = Timer(read=1.0, hard_at=None)
     assert now + 1 <= free.expires_at <= time.monotonic() + 1
     later = time.monotonic()
     free.restart()  # read seconds again, from now
@@ -146,7 +146,7 @@ def test_a_server_that_just_spoke_gets_more_time(
 
 def test_the_watchdog_wakes_a_blocked_recv(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, _ = pair
-    watch = Watch(read=0.2, hard_at=None)
+    watch = Timer(read=0.2, hard_at=None)
     _watchdog.start(watch)
     try:
         watch.attach(Connection(sock=ours))
@@ -161,7 +161,7 @@ def test_the_watchdog_wakes_a_blocked_recv(pair: tuple[socket.socket, socket.soc
 
 def test_a_call_nested_on_the_same_thread_leaves_the_outer_attempt_its_watch() -> None:
     # An API call from a logging handler or a finalizer, in the middle of another attempt.
-    outer, inner = Watch(read=1.0, hard_at=None), Watch(read=1.0, hard_at=None)
+    outer, inner = Timer(read=1.0, hard_at=None), Timer(read=1.0, hard_at=None)
     _watchdog.start(outer)
     try:
         _watchdog.start(inner)
@@ -175,7 +175,7 @@ def test_a_call_nested_on_the_same_thread_leaves_the_outer_attempt_its_watch() -
 
 def test_an_unwatched_attempt_nested_on_the_thread_is_not_the_outer_ones() -> None:
     # A stream opened mid-attempt must not attach or arm the interrupted attempt's watch.
-    outer = Watch(read=1.0, hard_at=None)
+    outer = Timer(read=1.0, hard_at=None)
     _watchdog.start(outer)
     try:
         suspended = _watchdog.suspend()
