@@ -15,9 +15,10 @@ asks the policy what to do and tells it what happened::
 1. **Classify.** An error by its phase (``classify_error``: could the request have reached the
    server?), an answer by its status (``classify_status``) and the delay the server asked for
    (``retry_after``: both RFC 9110 forms of the header, or ``details.retryAfterSeconds``).
-2. **Phase and verb.** A failure before sending may be repeated for every verb; after sending,
-   only for a verb that is safe to repeat (``IDEMPOTENT_METHODS``) with a body that can be sent
-   again, unless ``retry_non_idempotent`` says otherwise.
+2. **Phase and verb.** A failure before sending, and an answer that says the server did no work
+   (429, or 503 with Retry-After), may be repeated for every verb. Once the request may have
+   arrived, only reads are repeated (``READ_METHODS``, as client-go does), unless
+   ``retry_non_idempotent`` allows writes too; a body must be one that can be sent again.
 3. **Wait.** The server's Retry-After plus a spread, else full-jitter exponential backoff.
 4. **Stop.** Side-effect-free strategies that compose with ``|`` as tenacity's do and say why
    they stopped: ``stop_after_attempt | stop_when_retry_after_exceeds | stop_before_deadline``.
@@ -48,7 +49,7 @@ from . import errors
 from ._settings import Settings
 
 __all__ = [
-    "IDEMPOTENT_METHODS",
+    "READ_METHODS",
     "RETURN",
     "WATCH_READ_MARGIN",
     "Answer",
@@ -73,10 +74,12 @@ __all__ = [
     "stop_when_retry_after_exceeds",
 ]
 
-#: Verbs whose repetition cannot change the outcome (RFC 9110 section 9.2.2). Kubernetes makes PUT
-#: and DELETE safe to repeat: a repeated PUT carries the same resourceVersion, a repeated DELETE
-#: meets 404. POST creates and PATCH may apply a JSON patch twice.
-IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Verbs repeated after the request may have reached the server: reads only (get, list, watch),
+#: as client-go does. Every write can do harm twice even where HTTP calls it idempotent: a PUT
+#: with a resourceVersion that succeeded meets 409 when repeated, a DELETE meets 404 (the caller
+#: is told a write failed that succeeded), and a repeated deletecollection deletes objects that
+#: another client created in between.
+READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: 5xx answers that a safe verb may repeat: the server or a proxy in front of it had a bad moment.
 _TRANSIENT_STATUSES: Final = frozenset({500, 502, 503, 504})
@@ -503,7 +506,7 @@ class Policy:
         if not failure.sent:
             return True
         return call.replayable and (
-            self.settings.retry_non_idempotent or call.method in IDEMPOTENT_METHODS
+            self.settings.retry_non_idempotent or call.method in READ_METHODS
         )
 
     def decide(self, call: Call, outcome: Answer | AttemptError) -> Decision:
