@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import kubernetes.client
 import kubernetes.config
@@ -22,7 +22,7 @@ from ._events import EventSink, Fanout
 from ._limiter import TokenBucket
 from ._policy import Policy
 from ._retry import RetryBudget
-from ._settings import Settings
+from ._settings import Settings, Tuning
 from ._stats import Counters, Stats
 from ._transport import Transport
 from .errors import ConfigError
@@ -65,7 +65,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         settings: Settings | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        **tuning: Any,
+        **tuning: Unpack[Tuning],
     ) -> None:
         # Validate first: a typo must fail before any socket or thread exists.
         self.settings = Settings.from_kwargs(settings, **tuning)
@@ -219,7 +219,7 @@ class ClientFactory:
         context: str | None = None,
         in_cluster: bool | None = None,
         settings: Settings | None = None,
-        **tuning: Any,
+        **tuning: Unpack[Tuning],
     ) -> None:
         settings = Settings.from_kwargs(settings, **tuning)
         self.configuration = _load_configuration(configuration, kubeconfig, context, in_cluster)

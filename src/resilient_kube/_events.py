@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Final
 
-__all__ = ["NO_CODE", "EventSink", "Fanout"]
+__all__ = ["NO_CODE", "EventSink", "Fanout", "subscribe_everywhere", "unsubscribe_everywhere"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ class EventSink:
     __slots__ = ()
 
     # --- calls and attempts (the transport) -------------------------------------------------
+    def call_started(self, method: str, host: str, headers: dict[str, str]) -> None:
+        """A call begins. ``headers`` starts empty: what a subscriber puts there is sent with
+        every attempt of this call (a W3C ``traceparent``, for example)."""
+
     def attempt(  # noqa: PLR0917  once per attempt: positional arguments are the cheapest
         self,
         method: str,
@@ -59,6 +65,10 @@ class EventSink:
         ``final`` (the failure cannot be repeated), ``rate_limit``. ``error`` is the class name
         of the error the call raised (``DeadlineExceeded``, ...), or None when it returned.
         """
+
+    def server_warning(self, host: str, value: str) -> None:
+        """An answer carried a ``Warning`` header (RFC 7234 form, as the API server sends:
+        ``299 - "text"``, several joined by commas); ``value`` is the header as it came."""
 
     # --- the limiter -----------------------------------------------------------------------
     def limiter_wait(self, method: str, host: str, seconds: float) -> None:
@@ -93,46 +103,97 @@ class EventSink:
 
 
 class Fanout(EventSink):
-    """Sends every event to each of ``sinks``, in order; one that raises is logged and skipped.
+    """Sends every event to each of ``sinks`` that handles it, in order, and to every sink added
+    process-wide with ``subscribe_everywhere``; one that raises is logged and skipped.
 
-    The list can grow while events flow (``add``): readers take the current tuple without a lock.
+    Built for the hot path: for each event the fanout keeps a ready function, set on the instance
+    whenever its sinks change. No sink that handles an event: a no-op. One trusted sink (its class
+    sets ``trusted = True``, as ``Counters`` does: it cannot raise): its bound method itself.
     """
 
-    __slots__ = ("_lock", "_sinks")
-
     def __init__(self, sinks: Iterable[EventSink] = ()) -> None:
-        self._sinks: tuple[EventSink, ...] = tuple(sinks)
+        self._own: tuple[EventSink, ...] = tuple(sinks)
         self._lock = threading.Lock()
+        with _EVERYWHERE_LOCK:
+            _FANOUTS.add(self)
+            self._rebuild()
 
     @property
     def sinks(self) -> tuple[EventSink, ...]:
-        return self._sinks
+        """This fanout's own sinks, then the process-wide ones."""
+        return self._own + _EVERYWHERE
 
     def add(self, sink: EventSink) -> None:
         """Subscribe ``sink`` to every later event."""
         with self._lock:
-            if sink not in self._sinks:
-                self._sinks = (*self._sinks, sink)
+            if sink not in self._own:
+                self._own = (*self._own, sink)
+            self._rebuild()
 
     def remove(self, sink: EventSink) -> None:
         """Unsubscribe ``sink``; unknown sinks are ignored."""
         with self._lock:
-            self._sinks = tuple(s for s in self._sinks if s is not sink)
+            self._own = tuple(s for s in self._own if s is not sink)
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        sinks = self.sinks
+        for name in _EVENTS:
+            handlers = [
+                getattr(sink, name)
+                for sink in sinks
+                if getattr(type(sink), name) is not getattr(EventSink, name)
+            ]
+            setattr(self, name, _dispatcher(name, handlers))
 
 
-def _forward(name: str) -> object:
-    def forward(self: Fanout, *args: object) -> None:
-        for sink in self._sinks:
+#: Every event's name: the public methods of ``EventSink``.
+_EVENTS: Final = tuple(name for name in vars(EventSink) if not name.startswith("_"))
+
+_EVERYWHERE_LOCK = threading.Lock()
+_EVERYWHERE: tuple[EventSink, ...] = ()
+_FANOUTS: weakref.WeakSet[Fanout] = weakref.WeakSet()
+
+
+def subscribe_everywhere(sink: EventSink) -> None:
+    """Send the events of every client, those alive and those to come, to ``sink`` as well
+    (``resilient_kube.metrics.register`` does this, as client-go registers its metrics once)."""
+    global _EVERYWHERE  # noqa: PLW0603  one process-wide list, by design
+    with _EVERYWHERE_LOCK:
+        if sink in _EVERYWHERE:
+            return
+        _EVERYWHERE = (*_EVERYWHERE, sink)
+        for fanout in list(_FANOUTS):
+            with fanout._lock:
+                fanout._rebuild()
+
+
+def unsubscribe_everywhere(sink: EventSink) -> None:
+    """Undo ``subscribe_everywhere``."""
+    global _EVERYWHERE  # noqa: PLW0603  one process-wide list, by design
+    with _EVERYWHERE_LOCK:
+        _EVERYWHERE = tuple(s for s in _EVERYWHERE if s is not sink)
+        for fanout in list(_FANOUTS):
+            with fanout._lock:
+                fanout._rebuild()
+
+
+def _noop(*args: object) -> None:
+    pass
+
+
+def _dispatcher(name: str, handlers: list[Callable[..., None]]) -> Callable[..., None]:
+    if not handlers:
+        return _noop
+    if len(handlers) == 1 and getattr(handlers[0].__self__, "trusted", False):  # type: ignore[attr-defined]
+        return handlers[0]
+    chain = tuple(handlers)
+
+    def dispatch(*args: object) -> None:
+        for handler in chain:
             try:
-                getattr(sink, name)(*args)
+                handler(*args)
             except Exception:
-                log.exception("event sink %r failed on %s", sink, name)
+                log.exception("event sink %r failed on %s", handler.__self__, name)  # type: ignore[attr-defined]
 
-    forward.__name__ = name
-    forward.__doc__ = getattr(EventSink, name).__doc__
-    return forward
-
-
-for _name in [n for n in vars(EventSink) if not n.startswith("_")]:
-    setattr(Fanout, _name, _forward(_name))
-del _name
+    return dispatch

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
-from .errors import ConfigError, RateLimitTimeout
+from .errors import RateLimitTimeout
 
 __all__ = ["LimiterStats", "TokenBucket"]
 
@@ -103,8 +103,8 @@ class TokenBucket:
         burst: tokens that may be taken at once (an integer >= 1).
         clock: monotonic seconds; sleep: how to wait (both injectable for tests).
 
-    Raises:
-        ConfigError: ``qps`` is not a finite number > 0 or ``burst`` not an integer >= 1.
+    The arguments are trusted: ``Settings`` validated them (``qps`` in [0.001, 1e6], ``burst``
+    an integer >= 1).
 
     Example:
         >>> bucket = TokenBucket(qps=50.0, burst=100)
@@ -144,12 +144,6 @@ class TokenBucket:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if isinstance(qps, bool) or not isinstance(qps, (int, float)):
-            raise ConfigError(f"qps={qps!r} must be a number of requests per second")
-        if not math.isfinite(qps) or qps <= 0:
-            raise ConfigError(f"qps={qps!r} must be finite and > 0 (use None to turn it off)")
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-            raise ConfigError(f"burst={burst!r} must be an integer >= 1")
         self._qps = float(qps)
         self._burst = burst
         self._clock = clock

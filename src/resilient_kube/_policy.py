@@ -31,6 +31,7 @@ one table (``final_error``): the deadline and the budget win over the failure th
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import re
@@ -54,6 +55,7 @@ __all__ = [
     "WATCH_READ_MARGIN",
     "Answer",
     "AttemptError",
+    "BodyTooLarge",
     "Budget",
     "Call",
     "Decision",
@@ -115,6 +117,10 @@ class AttemptError(Exception):
         self.cause = cause
 
 
+class BodyTooLarge(u3.HTTPError):
+    """The driver stopped reading a body at ``max_response_bytes`` (decoded)."""
+
+
 class Answer(Protocol):
     """What ``decide`` reads of an HTTP answer (a urllib3 response is one as it is)."""
 
@@ -151,7 +157,16 @@ def classify_error(error: BaseException) -> Failure:
         return Failure("tls", sent=False, retryable=not permanent)
     if isinstance(error, u3.ReadTimeoutError):
         return Failure("read_timeout", sent=True)
+    if isinstance(error, BodyTooLarge):
+        return Failure("too_large", sent=True, retryable=False)
     if isinstance(error, (u3.ProtocolError, u3.IncompleteRead, ConnectionError)):
+        inner = error.args[-1] if error.args else None
+        if isinstance(inner, http.client.BadStatusLine) and not isinstance(
+            inner, http.client.RemoteDisconnected
+        ):
+            # Bytes came back, but not HTTP: a server that closed without a word is
+            # RemoteDisconnected, a BadStatusLine too.
+            return Failure("bad_response", sent=True)
         text = str(error)
         if "IncompleteRead" in text or isinstance(error, u3.IncompleteRead):
             return Failure("truncated", sent=True)
@@ -188,7 +203,7 @@ def parse_retry_after(value: str, *, now: Callable[[], float] = time.time) -> fl
     text = value.strip()
     # isdigit() alone accepts '²' and other Unicode digits; RFC 9110 means ASCII 0-9.
     if text.isascii() and text.isdigit():
-        return float(text)
+        return float(min(int(text), _LONGEST_ASK)) if len(text) < 12 else float(_LONGEST_ASK)
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
@@ -210,13 +225,19 @@ def retry_after(headers: Mapping[str, str], body: bytes | None) -> float | None:
     if body and body[:1] == b"{":
         try:
             status = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
             return None
         details = status.get("details") if isinstance(status, dict) else None
         seconds = details.get("retryAfterSeconds") if isinstance(details, dict) else None
         if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds >= 0:
-            return float(seconds)
+            # An int of any size parses; past a year it is no plan to come back (and past 308
+            # digits no float): it stays a long ask, which retry_after_max refuses.
+            return float(min(seconds, _LONGEST_ASK))
     return None
+
+
+#: The longest delay a server's ask is read as: a year.
+_LONGEST_ASK: Final = 365 * 86400
 
 
 # --- one call ----------------------------------------------------------------------------------
@@ -590,6 +611,8 @@ ERRORS: Final[dict[str, tuple[type[errors.TransportError], str]]] = {
     "reset": (errors.ConnectionReset, "connection reset"),
     "disconnected": (errors.ConnectionReset, "connection closed without a response"),
     "truncated": (errors.ConnectionReset, "response body cut short"),
+    "bad_response": (errors.ConnectionReset, "the server's answer is not HTTP"),
+    "too_large": (errors.ResponseTooLarge, "response body larger than max_response_bytes"),
     "deadline": (errors.DeadlineExceeded, "deadline exceeded"),
 }
 

@@ -36,7 +36,16 @@ from urllib3.util.url import parse_url
 from . import errors
 from ._events import NO_CODE, EventSink
 from ._limiter import TokenBucket
-from ._policy import RETURN, AttemptError, Call, Policy, Raise, Retry, classify_error
+from ._policy import (
+    RETURN,
+    AttemptError,
+    BodyTooLarge,
+    Call,
+    Policy,
+    Raise,
+    Retry,
+    classify_error,
+)
 from ._watchdog import Timer
 from ._watchdog import resume as resume_timer
 from ._watchdog import start as start_timer
@@ -216,13 +225,18 @@ class Transport(RequestMethods):
             replayable=body is None or isinstance(body, (bytes, str)),
         )
         next(self._requests)  # also the retry budget's count of calls
-        wire = self._wire(call, kw)
         events = self.events
         host = self._host(url)
+        extra: dict[str, str] = {}
+        events.call_started(call.method, host, extra)
+        if extra:  # a subscriber's headers (tracing), on this call's own copy
+            kw["headers"] = {**kw.get("headers", self.headers), **extra}
+        wire = self._wire(call, kw)
+        outcome: BaseHTTPResponse | AttemptError | None = None
         try:
             while True:
                 try:
-                    outcome: BaseHTTPResponse | AttemptError = self._attempt(call, wire, host)
+                    outcome = self._attempt(call, wire, host)
                 except AttemptError as exc:
                     outcome = exc
                 decision = policy.decide(call, outcome)
@@ -236,9 +250,14 @@ class Transport(RequestMethods):
                 self._log_retry(call, decision)
                 self._sleep(decision.wait)
         except errors.RateLimitTimeout as exc:
-            error = policy.rate_limited(call, exc)
-            events.call_ended(call.method, host, call.attempts, call.stop, type(error).__name__)
-            raise error from None
+            if call.attempts and isinstance(outcome, BaseHTTPResponse):
+                # The limiter refused a retry: the server's own answer (its 429) says more than
+                # "client-side throttling" would.
+                call.stop = "rate_limit"
+            else:
+                error = policy.rate_limited(call, exc)
+                events.call_ended(call.method, host, call.attempts, call.stop, type(error).__name__)
+                raise error from None
         except errors.TransportError as exc:
             events.call_ended(call.method, host, call.attempts, call.stop, type(exc).__name__)
             log.warning("%s", exc)
@@ -430,6 +449,9 @@ class Transport(RequestMethods):
     def _finish(self, call: Call, wire: _Wire, response: BaseHTTPResponse) -> BaseHTTPResponse:
         """Read the body within the deadline (not for a healthy stream) and note server signals."""
         headers = response.headers
+        warning = headers.get("Warning")
+        if warning:
+            self.events.server_warning(self._host(call.url), warning)
         limiter = self.limiter
         if limiter is not None:
             flow = headers.get(_FLOW_SCHEMA)
@@ -478,7 +500,17 @@ class Transport(RequestMethods):
                 sock = getattr(response.connection, "sock", None)
                 if sock is not None:
                     sock.settimeout(remaining)
+        limit = self.settings.max_response_bytes
         try:
-            return response.read(decode_content=wire.decode, cache_content=True)
+            if limit is None:
+                return response.read(decode_content=wire.decode, cache_content=True)
+            # One byte past the limit, decoded: urllib3 (>= 2.6) decompresses only what a read
+            # asks for, so a gzip bomb costs the limit, not its expansion.
+            body = response.read(limit + 1, decode_content=wire.decode)
+            if len(body) > limit:
+                response.close()  # the rest is never read: the connection goes, not back
+                raise BodyTooLarge(f"response body passed max_response_bytes={limit}")
+            response._body = body  # type: ignore[attr-defined]  # as read(cache_content=True)
+            return body
         finally:
             response.release_conn()

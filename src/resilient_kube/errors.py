@@ -19,6 +19,7 @@ Everything else is one tree::
         ├── ConnectError(.., urllib3 NewConnectionError)          refused, unreachable
         ├── ConnectionReset(.., urllib3 ProtocolError)            reset, closed or truncated mid-call
         ├── TLSError (.reason is urllib3's SSLError)               handshake or certificate failure
+        ├── ResponseTooLarge                                      the body passed max_response_bytes
         └── RetryBudgetExhausted                                  retries were refused to protect the server
 
 Every ``TransportError`` carries ``attempts`` (wire attempts made), ``last_error`` (the last underlying
@@ -59,6 +60,7 @@ __all__ = [
     "ReadTimeout",
     "ResilientKubeError",
     "ResourceExpired",
+    "ResponseTooLarge",
     "RetryBudgetExhausted",
     "TLSError",
     "TimeoutException",
@@ -191,6 +193,10 @@ class ConnectionReset(TransportError, u3.ProtocolError):
 
 class TLSError(TransportError):
     """The TLS handshake failed, for example because the certificate did not verify."""
+
+
+class ResponseTooLarge(TransportError):
+    """The response body (decoded) grew past ``max_response_bytes``; reading stopped there."""
 
 
 class RetryBudgetExhausted(TransportError):

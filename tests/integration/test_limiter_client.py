@@ -60,3 +60,22 @@ def test_429_slows_the_bucket_for_every_thread(server: FakeApiServer) -> None:
     # Halved by the 429, then grown back by √2 a second until the retry was answered.
     assert 50.0 < limiter.effective_qps <= min(100.0, 50.0 * math.sqrt(2) ** elapsed)
     api_client.close()
+
+
+def test_a_429_storm_ends_in_the_servers_429_not_client_side_throttling(
+    server: FakeApiServer,
+) -> None:
+    # Every answer is 429 with Retry-After: 0. The first takes the only token; the retry's slot
+    # is 2 s away, past the deadline: the caller gets the server's 429, which says what
+    # happened (issue 22, item 9), not a RateLimitTimeout that hides it.
+    api_client = ApiClient(server.configuration(), qps=0.5, burst=1, deadline=1.5)
+    v1 = client.CoreV1Api(api_client)
+    server.inject(StatusFault(429, retry_after=0), verb="create", times=None)
+    with pytest.raises(client.ApiException) as caught:
+        v1.create_namespaced_config_map(
+            "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="storm"))
+        )
+    assert caught.value.status == 429
+    assert not isinstance(caught.value, RateLimitTimeout)
+    assert server.request_count("create") == 1
+    api_client.close()

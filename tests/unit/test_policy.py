@@ -11,6 +11,7 @@ import itertools
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import urllib3.exceptions as u3
@@ -58,7 +59,7 @@ class FakeAnswer:
 
 
 def make_policy(
-    budget: FakeBudget | None = None, clock: FakeClock | None = None, **tuning: object
+    budget: FakeBudget | None = None, clock: FakeClock | None = None, **tuning: Any
 ) -> Policy:
     return Policy(
         Settings.from_kwargs(**tuning),
@@ -313,7 +314,7 @@ def test_a_wait_that_reaches_the_deadline_stops_with_deadline_exceeded() -> None
     assert decision is RETURN
     assert call.stop == "deadline"
     call = make_call(policy)
-    clock.now += 0.95
+    clock.now += 1.0 - 1e-9  # any backoff wait (uniform from 0) reaches the deadline
     decision = policy.decide(call, attempt_error("connect_timeout"))
     assert isinstance(decision, Raise)
     assert type(decision.error) is errors.DeadlineExceeded

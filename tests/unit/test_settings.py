@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from resilient_kube import DEFAULT_SETTINGS, ApiClient, ClientFactory, ConfigError, Settings
+from resilient_kube._settings import Tuning
 
 
 def test_defaults_match_the_documented_values() -> None:
@@ -58,13 +62,28 @@ def test_none_turns_limits_off() -> None:
         ("qps", -5, "qps=-5 must be > 0"),
         ("backoff_base", 20.0, "backoff_base=20.0 must not exceed backoff_max=10.0"),
         ("dns_min_ttl", 600, "dns_min_ttl=600.0 must not exceed dns_max_ttl=300.0"),
+        # Values that every call would fail on later (issue 22, item 6).
+        ("keepalive_idle", 43200, "keepalive_idle=43200 must be at most 32767 seconds"),
+        ("keepalive_count", 128, "keepalive_count=128 must be at most 127"),
+        ("max_attempts", 2**40, "max_attempts=1099511627776 must be at most 2147483647"),
+        ("connect_timeout", 1e12, "connect_timeout=1000000000000.0 must be at most 3.1536e+07"),
+        ("qps", 1e-300, "qps=1e-300 must be between 0.001 and 1e6"),
+        ("backoff_max", 1e308, "backoff_max=1e+308 must be at most"),
+        ("deadline", 10**400, "must be finite"),
+        ("pool_maxsize", 10**7, "pool_maxsize=10000000 must be at most 10000"),
+        ("max_response_bytes", 0, "max_response_bytes=0 must be >= 1"),
+        ("dns_nameservers", ["127.0.0.1: 53"], "port ' 53' is not a number"),
+        ("dns_nameservers", ["[::1"], "'[' without ']'"),
+        ("dns_nameservers", ["[::1]x"], "'x' after ']'"),
+        ("watch_idle_timeout", -1, "watch_idle_timeout=-1 must be > 0"),
     ],
 )
 def test_bad_values_name_the_argument_and_the_value(
     name: str, value: object, fragment: str
 ) -> None:
+    bad: dict[str, Any] = {name: value}
     with pytest.raises(ConfigError, match=None) as caught:
-        Settings.from_kwargs(**{name: value})
+        Settings.from_kwargs(**bad)
     assert fragment in str(caught.value)
     assert isinstance(caught.value, ValueError)
 
@@ -73,12 +92,12 @@ def test_unknown_keyword_is_named_with_a_suggestion() -> None:
     with pytest.raises(
         ConfigError, match=r"unknown tuning argument 'read_timout'=3; did you mean 'read_timeout'\?"
     ):
-        Settings.from_kwargs(read_timout=3)
+        Settings.from_kwargs(read_timout=3)  # type: ignore[call-arg]
 
 
 def test_unknown_keyword_is_rejected_by_the_client_and_the_factory_before_any_io() -> None:
     with pytest.raises(ConfigError, match="qsp"):
-        ApiClient(qsp=5)
+        ApiClient(qsp=5)  # type: ignore[call-arg]
     # The factory validates before it looks for a kubeconfig (there is none here).
     with pytest.raises(ConfigError, match="deadline=-2"):
         ClientFactory(kubeconfig="/nonexistent/kubeconfig", deadline=-2)
@@ -96,3 +115,22 @@ def test_settings_are_frozen_and_replace_validates() -> None:
 def test_repr_reads_back_as_code() -> None:
     settings = Settings(qps=None, dns_nameservers=("127.0.0.1:5353",))
     assert eval(repr(settings), {"Settings": Settings}) == settings
+
+
+def test_every_field_has_its_own_validator_and_a_typed_keyword() -> None:
+    fields = dataclasses.fields(Settings)
+    assert all(callable(field.metadata.get("check")) for field in fields)
+    assert set(typing.get_type_hints(Tuning)) == {field.name for field in fields}
+
+
+def test_settings_must_be_settings() -> None:
+    with pytest.raises(ConfigError, match=r"settings='x' must be a resilient_kube\.Settings"):
+        ApiClient(settings="x")  # type: ignore[arg-type]
+
+
+def test_bounds_hold_at_the_edge() -> None:
+    settings = Settings.from_kwargs(
+        keepalive_idle=32767, keepalive_count=127, qps=0.001, pool_maxsize=10_000
+    )
+    assert (settings.keepalive_idle, settings.keepalive_count) == (32767.0, 127)
+    assert Settings.from_kwargs(dns_nameservers=["[::1]:5353", "127.0.0.1:53"]).dns_nameservers
