@@ -17,6 +17,7 @@ import kubernetes.dynamic
 import kubernetes.watch
 
 from ._connection import PoolContext, install_pools
+from ._credentials import ConfigurationCredentials
 from ._dns import DnsCache
 from ._events import EventSink, Fanout
 from ._limiter import TokenBucket
@@ -122,6 +123,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             self.events,
             self._counters.ticker("requests"),
             limiter=self._limiter,
+            credentials=ConfigurationCredentials(self.configuration, self.events),
             timed=timed,
             sleep=sleep,
         )

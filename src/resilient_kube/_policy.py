@@ -51,6 +51,7 @@ from ._settings import Settings
 
 __all__ = [
     "READ_METHODS",
+    "REAUTHENTICATE",
     "RETURN",
     "WATCH_READ_MARGIN",
     "Answer",
@@ -63,6 +64,7 @@ __all__ = [
     "Limits",
     "Policy",
     "Raise",
+    "Reauthenticate",
     "Retry",
     "Return",
     "Stop",
@@ -270,6 +272,8 @@ class Call:
     retry_after: float | None = None
     #: Why the call stopped trying (``attempts``, ``deadline``, ...); None while it may go on.
     stop: str | None = None
+    #: The call carries credentials that can be refreshed, and has not been replayed for a 401.
+    reauthenticate: bool = False
 
     @property
     def attempt_number(self) -> int:
@@ -290,6 +294,21 @@ class Limits:
         self.read = read
         #: Seconds to the call's deadline when the attempt starts; None: no deadline.
         self.remaining = remaining
+
+
+class Reauthenticate:
+    """The server answered 401 to credentials this call sent: fetch fresh ones and send the
+    call once more at once (no wait, no budget: authentication rejects a request before any
+    work is done, so the replay is safe for every verb)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REAUTHENTICATE"
+
+
+#: The one ``Reauthenticate`` decision.
+REAUTHENTICATE: Final = Reauthenticate()
 
 
 class Return:
@@ -320,7 +339,7 @@ class Raise:
     error: errors.TransportError
 
 
-Decision = Return | Retry | Raise
+Decision = Return | Retry | Raise | Reauthenticate
 
 
 # --- stop strategies ---------------------------------------------------------------------------
@@ -450,6 +469,7 @@ class Policy:
         request_timeout: float | tuple[float | None, float | None] | None,
         *,
         replayable: bool,
+        authenticated: bool = False,
     ) -> Call:
         """Fix a call's time limits and what may be repeated.
 
@@ -460,6 +480,7 @@ class Policy:
                 retries included (never beyond ``deadline``); ``(connect, read)`` replaces the
                 two timeouts; None keeps the settings.
             replayable: the body can be sent again.
+            authenticated: the call carries credentials that a 401 may refresh (once).
 
         A stream (``watch=true`` or ``follow=true``) lives as long as the server keeps it: no
         deadline, and a read timeout of the server's ``timeoutSeconds`` plus
@@ -497,6 +518,7 @@ class Policy:
             connect=connect,
             read=read,
             deadline_at=None if deadline is None else self.clock() + deadline,
+            reauthenticate=authenticated and replayable,
         )
 
     def limits(self, call: Call) -> Limits:
@@ -531,7 +553,8 @@ class Policy:
         )
 
     def decide(self, call: Call, outcome: Answer | AttemptError) -> Decision:
-        """What to do after an attempt: ``RETURN``, ``Retry(wait, reason)`` or ``Raise(error)``.
+        """What to do after an attempt: ``RETURN``, ``Retry(wait, reason)``, ``Raise(error)``, or
+        ``REAUTHENTICATE`` (the first 401 to refreshable credentials; a second one is returned).
 
         Counts the attempt (``call.attempts``) and notes the failure, the server's delay and
         why the call stopped on ``call``; draws on the retry budget only for a retry it grants.
@@ -546,6 +569,9 @@ class Policy:
         else:
             status = outcome.status
             if status < 429:  # the fast path: success and ordinary client errors are final
+                if status == 401 and call.reauthenticate:
+                    call.reauthenticate = False
+                    return REAUTHENTICATE
                 return RETURN
             # The API server also sends Status.details.retryAfterSeconds with some 500s ("too many
             # requests"); a delay it asks for is honoured whatever the status.

@@ -34,9 +34,11 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.url import parse_url
 
 from . import errors
+from ._credentials import Credentials
 from ._events import NO_CODE, EventSink
 from ._limiter import TokenBucket
 from ._policy import (
+    REAUTHENTICATE,
     RETURN,
     AttemptError,
     BodyTooLarge,
@@ -62,6 +64,9 @@ _NO_RETRIES = urllib3.Retry(total=False)
 #: A request URI that urllib3's ``parse_url`` leaves exactly as it is: only characters it allows
 #: unencoded, upper-case percent-escapes, no fragment. (Dot segments are checked apart.)
 _PLAIN_URI = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-F]{2})*")
+
+#: The header kubernetes puts the bearer token in (``Configuration.auth_settings``' key).
+_AUTHORIZATION = "authorization"
 
 _FLOW_SCHEMA = "X-Kubernetes-PF-FlowSchema-UID"
 _PRIORITY_LEVEL = "X-Kubernetes-PF-PriorityLevel-UID"
@@ -172,6 +177,7 @@ class Transport(RequestMethods):
         events: where attempts, retries, limiter waits and call ends are reported.
         requests: the running count of calls (the retry budget's measure of traffic).
         limiter: the client's token bucket, or None.
+        credentials: what a 401 refreshes (a call is replayed once with fresh ones), or None.
         timed: the pools are resilient_kube's (``install_pools`` said so), whose hooks tell
             the watchdog each attempt's connection; otherwise sockets keep read timeouts.
         sleep: how to wait (injectable for tests).
@@ -185,6 +191,7 @@ class Transport(RequestMethods):
         requests: Iterator[int],
         *,
         limiter: TokenBucket | None,
+        credentials: Credentials | None = None,
         timed: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -195,6 +202,7 @@ class Transport(RequestMethods):
         self.events = events
         self._requests = requests
         self.limiter = limiter
+        self.credentials = credentials
         self._sleep = sleep
         #: The watchdog needs resilient_kube's pools (their hooks tell it the connection).
         self._timed = timed
@@ -218,11 +226,15 @@ class Transport(RequestMethods):
         policy = self.policy
         kw.pop("retries", None)  # client_go_retries' own urllib3 retries: never a second layer
         body = kw.get("body")
+        headers = kw.get("headers")
         call = policy.plan(
             method.upper(),
             url,
             _request_timeout(kw.pop("timeout", None)),
             replayable=body is None or isinstance(body, (bytes, str)),
+            authenticated=self.credentials is not None
+            and headers is not None
+            and _AUTHORIZATION in headers,
         )
         next(self._requests)  # also the retry budget's count of calls
         events = self.events
@@ -244,7 +256,12 @@ class Transport(RequestMethods):
                     break
                 if isinstance(decision, Raise):
                     raise decision.error from decision.error.last_error
-                assert isinstance(decision, Retry)  # Defensive: the three decisions
+                if decision is REAUTHENTICATE:
+                    if not self._reauthenticate(call, wire):
+                        break  # nothing fresher: the 401 goes back
+                    events.retry(call.method, host, "401", "unauthorized", 0.0)
+                    continue
+                assert isinstance(decision, Retry)  # Defensive: the four decisions
                 code = str(outcome.status) if isinstance(outcome, BaseHTTPResponse) else NO_CODE
                 events.retry(call.method, host, code, decision.reason, decision.wait)
                 self._log_retry(call, decision)
@@ -309,6 +326,18 @@ class Transport(RequestMethods):
         if last is not None and url.startswith(last[0]):
             return last[2]
         return urlsplit(url).netloc.rpartition("@")[2]
+
+    def _reauthenticate(self, call: Call, wire: _Wire) -> bool:
+        """Swap fresh credentials into this call's headers; False when there are none."""
+        assert self.credentials is not None  # Defensive: plan only allows it with credentials
+        headers = wire.kwargs["headers"]
+        fresh = self.credentials.refresh(headers.get(_AUTHORIZATION), call.deadline_at)
+        if fresh is None:
+            return False
+        # This call's own copy: kubernetes may share the dict it passed in.
+        wire.kwargs["headers"] = {**headers, _AUTHORIZATION: fresh}
+        log.info("%s %s: 401, replaying once with fresh credentials", call.method, call.path())
+        return True
 
     def _log_retry(self, call: Call, decision: Retry) -> None:
         failure = call.failure

@@ -19,6 +19,7 @@ import urllib3.exceptions as u3
 from resilient_kube import errors
 from resilient_kube._policy import (
     READ_METHODS,
+    REAUTHENTICATE,
     RETURN,
     WATCH_READ_MARGIN,
     AttemptError,
@@ -199,6 +200,36 @@ def test_a_certificate_that_does_not_verify_is_final() -> None:
     decision = policy.decide(call, AttemptError(classify_error(error), error))
     assert isinstance(decision, Raise)
     assert type(decision.error) is errors.TLSError
+
+
+# --- 401: refresh and replay once ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_the_first_401_to_refreshable_credentials_replays_every_verb_once(verb: str) -> None:
+    budget = FakeBudget()
+    policy = make_policy(budget, max_attempts=1)
+    call = policy.plan(verb, "https://api/api/v1/pods", None, replayable=True, authenticated=True)
+    assert policy.decide(call, FakeAnswer(401)) is REAUTHENTICATE
+    assert policy.decide(call, FakeAnswer(401)) is RETURN  # a second 401 is final
+    assert budget.withdrawals == 0
+
+
+@pytest.mark.parametrize(("authenticated", "replayable"), [(False, True), (True, False)])
+def test_no_replay_without_refreshable_credentials_or_a_replayable_body(
+    authenticated: bool, replayable: bool
+) -> None:
+    policy = make_policy()
+    call = policy.plan(
+        "GET", "https://api/x", None, replayable=replayable, authenticated=authenticated
+    )
+    assert policy.decide(call, FakeAnswer(401)) is RETURN
+
+
+def test_a_403_is_final_even_with_credentials() -> None:
+    policy = make_policy()
+    call = policy.plan("GET", "https://api/x", None, replayable=True, authenticated=True)
+    assert policy.decide(call, FakeAnswer(403)) is RETURN
 
 
 # --- Retry-After ---------------------------------------------------------------------------

@@ -348,6 +348,11 @@ class FakeApiServer:
     def token(self) -> str:
         return self._token
 
+    @token.setter
+    def token(self, value: str) -> None:
+        """Rotate the bearer token: from now on only ``value`` is accepted (``authenticate``)."""
+        self._token = value
+
     def configuration(self) -> Configuration:
         """Return a ready ``kubernetes.client.Configuration`` for this server."""
         from kubernetes.client import Configuration
