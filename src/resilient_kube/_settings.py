@@ -194,6 +194,10 @@ class Settings:
         512 * 2**20, functools.partial(_optional_integer, minimum=1, maximum=2**62)
     )
 
+    #: The longest an exec credential plugin may run (it also counts against the call's
+    #: deadline): a plugin that hangs fails the call with a clear error instead of hanging it.
+    exec_timeout: float = _setting(30.0, _duration)
+
     # --- connection pool --------------------------------------------------------------------
     #: Connections kept per host. Must cover peak concurrency (threads + open watches): above it,
     #: urllib3 opens and throws away connections ("Connection pool is full").
@@ -314,6 +318,7 @@ class Tuning(TypedDict, total=False):
     deadline: float | timedelta | None
     watch_idle_timeout: float | timedelta | None
     max_response_bytes: int | None
+    exec_timeout: float | timedelta
     pool_maxsize: int
     pool_idle_timeout: float | timedelta | None
     keepalive_idle: float | timedelta | None
