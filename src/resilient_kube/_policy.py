@@ -267,6 +267,9 @@ class Call:
     #: Monotonic instant the whole call must end by; None: no deadline.
     deadline_at: float | None
     attempts: int = 0
+    #: Attempts whose connect was refused (no server listening): bounded by the deadline, not
+    #: by ``max_attempts`` or the retry budget.
+    unreached: int = 0
     #: The last attempt's failure and the delay the server asked for with it.
     failure: Failure | None = None
     retry_after: float | None = None
@@ -381,7 +384,14 @@ class _StopAny(Stop):
 
 
 class stop_after_attempt(Stop):
-    """Stop once ``attempts`` wire attempts were made: ``"attempts"``."""
+    """Stop once ``attempts`` attempts reached a server: ``"attempts"``.
+
+    A connect refused because no server listens is not counted while the call has a deadline:
+    that is what an API server restart looks like, and repeating it costs no server anything,
+    so the deadline and the backoff bound those retries instead of a small count that a 2-10 s
+    restart outlasts. Without a deadline, or with ``attempts=1`` (retries off),
+    every attempt counts.
+    """
 
     __slots__ = ("attempts",)
 
@@ -389,7 +399,10 @@ class stop_after_attempt(Stop):
         self.attempts = attempts
 
     def __call__(self, call: Call, wait: float, now: float) -> str | None:
-        return "attempts" if call.attempts >= self.attempts else None
+        counted = call.attempts
+        if call.deadline_at is not None and self.attempts > 1:  # 1 still turns retries off
+            counted -= call.unreached
+        return "attempts" if counted >= self.attempts else None
 
     def __repr__(self) -> str:
         return f"stop_after_attempt({self.attempts})"
@@ -563,6 +576,8 @@ class Policy:
         if isinstance(outcome, AttemptError):
             failure = outcome.failure
             call.failure, call.retry_after = failure, None
+            if failure.reason in _UNREACHED:
+                call.unreached += 1
             if not self.may_repeat(call, failure):
                 call.stop = "final"
                 return Raise(final_error(call, failure, outcome.cause, self.clock()))
@@ -588,8 +603,14 @@ class Policy:
         now = self.clock()
         stop = self.stop(call, wait, now)
         # A retry paced by the server's own Retry-After is the server's decision, not load we add
-        # on our own: only the retries we time ourselves draw on the budget.
-        if stop is None and call.retry_after is None and not self._budget.try_withdraw():
+        # on our own, and a connect that found no server listening loads no server: only the
+        # other retries we time ourselves draw on the budget.
+        if (
+            stop is None
+            and call.retry_after is None
+            and not (failure.reason in _UNREACHED and call.deadline_at is not None)
+            and not self._budget.try_withdraw()
+        ):
             stop = "budget"
         if stop is None:
             return Retry(wait, failure.reason)
@@ -625,6 +646,12 @@ def _query_flag(query: dict[str, list[str]], name: str) -> bool:
 _DEADLINE: Final = Failure("deadline", sent=False, retryable=False)
 
 _TIMEOUTS: Final = frozenset({"connect_timeout", "read_timeout", "deadline"})
+
+#: A connect refused (or unreachable): no server is listening, as while an API server restarts.
+#: With a deadline, ``stop_after_attempt`` does not count it and the budget does not pay for it:
+#: the deadline and the backoff bound those retries. (A connect timeout may be a listener too
+#: busy to accept: it counts as usual.)
+_UNREACHED: Final = frozenset({"connect_error"})
 
 #: The one table from failure reason to error class and what the message calls it.
 ERRORS: Final[dict[str, tuple[type[errors.TransportError], str]]] = {

@@ -224,7 +224,9 @@ class Settings:
     )
 
     # --- retries ----------------------------------------------------------------------------
-    #: Wire attempts per call, the first one included. 1 turns retries off.
+    #: Attempts per call that reached a server, the first one included. 1 turns retries off.
+    #: Connects refused because no server listens (an API server restarting) are bounded by the
+    #: deadline and the backoff instead, so a restart shorter than the deadline costs nothing.
     max_attempts: int = _setting(5, functools.partial(_integer, minimum=1))
     #: Full-jitter backoff: the n-th retry (n = 1, 2, ...) waits
     #: uniform(0, min(backoff_max, backoff_base * 2**(n - 1))).

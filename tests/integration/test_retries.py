@@ -17,6 +17,7 @@ from resilient_kube import (
     ApiClient,
     ConnectionReset,
     ConnectTimeout,
+    DeadlineExceeded,
     ReadTimeout,
     RetryBudgetExhausted,
     TransportError,
@@ -181,9 +182,30 @@ def test_connect_failures_are_retried_for_every_verb(operation: str) -> None:
         api_client.close()
 
 
-def test_refused_connection_is_retried_for_post() -> None:
+def test_refused_connection_is_retried_for_post_until_the_deadline() -> None:
+    # Nothing listens: an API server restarting. Refused connects reached no server, so they
+    # are retried until the deadline, not counted against max_attempts (issue 20).
     api_client = ApiClient(
-        client.Configuration(host="http://127.0.0.1:9"), max_attempts=3, backoff_base=0.01
+        client.Configuration(host="http://127.0.0.1:9"),
+        max_attempts=3,
+        backoff_base=0.01,
+        backoff_max=0.05,
+        deadline=0.5,
+    )
+    with pytest.raises(DeadlineExceeded) as caught:
+        client.CoreV1Api(api_client).create_namespaced_config_map("default", configmap("x"))
+    assert caught.value.attempts > 3
+    assert isinstance(caught.value.last_error, u3.NewConnectionError)
+    assert "Connection refused" in str(caught.value)
+    api_client.close()
+
+
+def test_refused_connection_without_a_deadline_counts_every_attempt() -> None:
+    api_client = ApiClient(
+        client.Configuration(host="http://127.0.0.1:9"),
+        max_attempts=3,
+        backoff_base=0.01,
+        deadline=None,
     )
     with pytest.raises(TransportError) as caught:
         client.CoreV1Api(api_client).create_namespaced_config_map("default", configmap("x"))

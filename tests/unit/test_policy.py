@@ -294,10 +294,10 @@ def test_a_refused_budget_returns_the_answer_or_raises_budget_exhausted() -> Non
     assert policy.decide(call, answer(503, None)) is RETURN
     assert call.stop == "budget"
     call = make_call(policy)
-    decision = policy.decide(call, attempt_error("connect_error"))
+    decision = policy.decide(call, attempt_error("reset"))
     assert isinstance(decision, Raise)
     assert type(decision.error) is errors.RetryBudgetExhausted
-    assert "retry budget exhausted after connection failed" in str(decision.error)
+    assert "retry budget exhausted after connection reset" in str(decision.error)
 
 
 def test_a_stop_is_checked_before_the_budget_so_a_refused_retry_costs_nothing() -> None:
@@ -322,6 +322,35 @@ def test_max_attempts_counts_every_attempt(made: int, retried: bool) -> None:
         assert isinstance(decision, Raise)
         assert type(decision.error) is errors.ConnectionReset
         assert "failed after 5 attempt(s): connection reset" in str(decision.error)
+
+
+def test_refused_connects_are_bounded_by_the_deadline_not_the_count_or_the_budget() -> None:
+    clock = FakeClock()
+    budget = FakeBudget(allow=False)
+    policy = make_policy(budget, clock=clock, max_attempts=5, deadline=60)
+    call = make_call(policy)
+    for _ in range(20):  # an API server restarting: refused, refused, ...
+        assert isinstance(policy.decide(call, attempt_error("connect_error")), Retry)
+    assert call.attempts == 20
+    budget.allow = True
+    # ...while attempts that reached a server still count: four more end it.
+    decisions = [policy.decide(call, attempt_error("reset")) for _ in range(5)]
+    assert [type(d).__name__ for d in decisions] == ["Retry"] * 4 + ["Raise"]
+
+
+def test_a_connect_timeout_counts_as_usual() -> None:
+    policy = make_policy(max_attempts=3)
+    call = make_call(policy, attempts=2)
+    assert isinstance(policy.decide(call, attempt_error("connect_timeout")), Raise)
+
+
+@pytest.mark.parametrize("tuning", [{"deadline": None}, {"max_attempts": 1}])
+def test_without_a_deadline_or_with_retries_off_every_attempt_counts(
+    tuning: dict[str, Any],
+) -> None:
+    policy = make_policy(**{"max_attempts": 3, **tuning})
+    call = make_call(policy, attempts=policy.settings.max_attempts - 1)
+    assert isinstance(policy.decide(call, attempt_error("connect_error")), Raise)
 
 
 def test_backoff_is_full_jitter_doubling_to_the_cap() -> None:
