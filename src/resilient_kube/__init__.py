@@ -10,6 +10,7 @@ import logging
 
 from ._client import ApiClient, ClientFactory
 from ._dns import DnsStats
+from ._endpoints import EndpointStats
 from ._events import EventSink
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
@@ -44,6 +45,7 @@ __all__ = [
     "ConnectionReset",
     "DeadlineExceeded",
     "DnsStats",
+    "EndpointStats",
     "EventSink",
     "LimiterStats",
     "NameResolutionError",

@@ -15,10 +15,12 @@ import kubernetes.client
 import kubernetes.config
 import kubernetes.dynamic
 import kubernetes.watch
+import urllib3
 
 from ._connection import PoolContext, install_pools
 from ._credentials import ConfigurationCredentials
 from ._dns import DnsCache
+from ._endpoints import EndpointSet, HealthChecker
 from ._events import EventSink, Fanout
 from ._limiter import TokenBucket
 from ._policy import Policy
@@ -117,16 +119,33 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             calls=functools.partial(self._counters.value, "requests"),
             clock=clock,
         )
-        rest.pool_manager = Transport(
+        credentials = ConfigurationCredentials(self.configuration, self.events)
+        self._endpoints: EndpointSet | None = None
+        self._health: HealthChecker | None = None
+        if settings.endpoints is not None:
+            self._endpoints = EndpointSet(settings.endpoints, eject_after=settings.eject_after)
+        rest.pool_manager = transport = Transport(
             manager,
             Policy(settings, budget, clock=clock),
             self.events,
             self._counters.ticker("requests"),
             limiter=self._limiter,
-            credentials=ConfigurationCredentials(self.configuration, self.events),
+            credentials=credentials,
+            endpoints=self._endpoints,
+            origin=self.configuration.host,
             timed=timed,
             sleep=sleep,
         )
+        if self._endpoints is not None:
+            # An ejected endpoint's watches are cut, so that they re-open on a healthy one.
+            self._endpoints.on_eject = transport.cut_streams
+            self._health = HealthChecker(
+                self._endpoints,
+                functools.partial(_ready, transport, credentials),
+                interval=settings.health_interval,
+                timeout=settings.health_timeout,
+            )
+            self._health.start()
 
     def stats(self) -> Stats:
         """A snapshot of this client's counters: transport, retries, limiter and DNS."""
@@ -136,6 +155,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             limiter=None if self._limiter is None else self._limiter.stats(),
             dns=None if self._dns is None else self._dns.stats(),
             watch=self._counters.watch_stats(),
+            endpoints=() if self._endpoints is None else self._endpoints.stats(),
         )
 
     def subscribe(self, sink: EventSink) -> None:
@@ -151,11 +171,33 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
 
     def close(self) -> None:
         """Close the thread pool, every pooled socket and the DNS cache's background work."""
+        if self._health is not None:
+            self._health.close()
         super().close()
         # kubernetes <= 36 leaves the pool open on close().
         self.rest_client.pool_manager.clear()
         if self._dns is not None:
             self._dns.close()
+
+
+def _ready(
+    transport: Transport, credentials: ConfigurationCredentials, endpoint: Any, timeout: float
+) -> bool:
+    """One health check: ``GET /readyz`` on ``endpoint`` answers 200 within ``timeout``."""
+    headers = {}
+    authorization = credentials.current()
+    if authorization:
+        headers["authorization"] = authorization
+    pool = transport.endpoint_pool(endpoint)
+    response = pool.urlopen(
+        "GET",
+        "/readyz",
+        headers=headers,
+        retries=False,
+        redirect=False,
+        timeout=urllib3.Timeout(connect=timeout, read=timeout),
+    )
+    return bool(response.status == 200)
 
 
 def _load_configuration(

@@ -13,6 +13,7 @@ import difflib
 import functools
 import ipaddress
 import math
+import re
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Final, TypedDict, Unpack
@@ -153,6 +154,31 @@ def parse_nameserver(entry: str) -> tuple[str, int]:
     return host, port
 
 
+def _endpoints(name: str, value: object) -> tuple[str, ...] | None:
+    """Validate ``["https://10.0.0.1:6443", ...]``; None means the configured host alone."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(
+            f"{name}={value!r} must be a non-empty list such as ['https://10.0.0.1:6443']"
+        )
+    from ._endpoints import parse_endpoint  # the one parser, beside its user
+
+    schemes = set()
+    for entry in value:
+        if not isinstance(entry, str):
+            raise ConfigError(f"{name} entry {entry!r} must be a URL 'https://host:port'")
+        try:
+            schemes.add(parse_endpoint(entry)[0])
+        except ValueError as exc:
+            raise ConfigError(
+                f"{name} entry {entry!r} is not 'scheme://host[:port]': {exc}"
+            ) from None
+    if len(schemes) > 1:
+        raise ConfigError(f"{name}={value!r} mixes http and https: they share one identity")
+    return tuple(value)
+
+
 def _setting(default: Any, check: _Check) -> Any:
     """A field with its default and the validator that normalises and bounds it."""
     return dataclasses.field(default=default, metadata={"check": check})
@@ -222,6 +248,16 @@ class Settings:
     tcp_user_timeout: float | None = _setting(
         20.0, functools.partial(_timeout, maximum=2**32 / 1000 - 1)
     )
+
+    # --- several API servers -----------------------------------------------------------------
+    #: API server URLs that share the configured host's identity (CA, credentials, TLS name):
+    #: calls spread over the healthy ones and a retry goes to another. None: the host alone.
+    endpoints: tuple[str, ...] | None = _setting(None, _endpoints)
+    #: Each endpoint's ``/readyz`` is checked this often, with this timeout; ``eject_after``
+    #: failures in a row (checks or calls) eject it until two checks pass: within about 5 s.
+    health_interval: float = _setting(2.0, _duration)
+    health_timeout: float = _setting(1.0, _duration)
+    eject_after: int = _setting(2, functools.partial(_integer, minimum=1, maximum=1000))
 
     # --- retries ----------------------------------------------------------------------------
     #: Attempts per call that reached a server, the first one included. 1 turns retries off.
@@ -332,6 +368,10 @@ class Tuning(TypedDict, total=False):
     backoff_max: float | timedelta
     retry_after_max: float | timedelta
     retry_non_idempotent: bool
+    endpoints: Sequence[str] | None
+    health_interval: float | timedelta
+    health_timeout: float | timedelta
+    eject_after: int
     retry_budget_ratio: float
     retry_budget_min_per_second: float
     retry_budget_window: float | timedelta

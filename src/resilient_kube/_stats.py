@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from ._dns import DnsStats
+    from ._endpoints import EndpointStats
     from ._limiter import LimiterStats
 
 from ._events import EventSink
@@ -75,6 +76,8 @@ class Stats(NamedTuple):
     #: None when the DNS cache is off (``dns_cache=False``).
     dns: DnsStats | None
     watch: WatchStats
+    #: One entry per API server with ``endpoints=[...]``; empty without.
+    endpoints: tuple[EndpointStats, ...] = ()
 
 
 class Counters(EventSink):

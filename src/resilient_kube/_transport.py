@@ -18,10 +18,12 @@ body read inside the attempt, so a truncated body is retried like any other read
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +37,7 @@ from urllib3.util.url import parse_url
 
 from . import errors
 from ._credentials import Credentials
+from ._endpoints import Endpoint, EndpointSet
 from ._events import NO_CODE, EventSink
 from ._limiter import TokenBucket
 from ._policy import (
@@ -122,7 +125,16 @@ class _BufferedResponse(urllib3.HTTPResponse):
 class _Wire:
     """What the driver keeps of one call beside the policy's ``Call``: how to send it."""
 
-    __slots__ = ("decode", "kwargs", "preload", "request_bytes", "timed", "timeout", "timer")
+    __slots__ = (
+        "decode",
+        "endpoint",
+        "kwargs",
+        "preload",
+        "request_bytes",
+        "timed",
+        "timeout",
+        "timer",
+    )
 
     def __init__(
         self, kwargs: dict[str, Any], timeout: urllib3.Timeout, *, timed: bool, preload: bool
@@ -142,6 +154,8 @@ class _Wire:
         self.request_bytes = len(body) if isinstance(body, (bytes, str)) else 0
         #: The running attempt's timer, while the watchdog keeps its time.
         self.timer: Timer | None = None
+        #: The API server the last attempt went to, with several (``endpoints``).
+        self.endpoint: Endpoint | None = None
 
 
 def _seconds(value: object) -> float | None:
@@ -178,6 +192,8 @@ class Transport(RequestMethods):
         requests: the running count of calls (the retry budget's measure of traffic).
         limiter: the client's token bucket, or None.
         credentials: what a 401 refreshes (a call is replayed once with fresh ones), or None.
+        endpoints: several API servers sharing the identity of ``origin`` (the configured
+            host), or None: each attempt goes to one ``endpoints.pick`` chooses.
         timed: the pools are resilient_kube's (``install_pools`` said so), whose hooks tell
             the watchdog each attempt's connection; otherwise sockets keep read timeouts.
         sleep: how to wait (injectable for tests).
@@ -192,6 +208,8 @@ class Transport(RequestMethods):
         *,
         limiter: TokenBucket | None,
         credentials: Credentials | None = None,
+        endpoints: EndpointSet | None = None,
+        origin: str = "",
         timed: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -203,6 +221,11 @@ class Transport(RequestMethods):
         self._requests = requests
         self.limiter = limiter
         self.credentials = credentials
+        self.endpoints = endpoints
+        #: ``scheme://host[:port]`` of the configured host: what endpoints replace in a URL.
+        self._origin = origin.rstrip("/")
+        self._tls_name = urlsplit(origin).hostname or ""
+        self._streams: dict[Endpoint, weakref.WeakSet[BaseHTTPResponse]] = {}
         self._sleep = sleep
         #: The watchdog needs resilient_kube's pools (their hooks tell it the connection).
         self._timed = timed
@@ -388,7 +411,10 @@ class Transport(RequestMethods):
                 start_timer(timer)
             else:
                 outer = suspend_timer()
-            pool, uri = self._route(call.url)
+            if self.endpoints is not None and call.url.startswith(self._origin):
+                pool, uri = self._endpoint_route(call, wire)
+            else:
+                pool, uri = self._route(call.url)
             response = pool.urlopen(
                 call.method,
                 uri,
@@ -429,6 +455,14 @@ class Transport(RequestMethods):
         started: float,
         wire: _Wire,
     ) -> None:
+        endpoint = wire.endpoint
+        if endpoint is not None and self.endpoints is not None:
+            if response is None or response.status == 503:
+                self.endpoints.failed(endpoint)
+            else:
+                self.endpoints.succeeded(endpoint)
+                if call.streaming and response.status < 300:
+                    self._streams.setdefault(endpoint, weakref.WeakSet()).add(response)
         if response is None:
             code, size = NO_CODE, 0
         else:
@@ -439,6 +473,37 @@ class Transport(RequestMethods):
         self.events.attempt(
             call.method, host, code, time.monotonic() - started, wire.request_bytes, size
         )
+
+    def _endpoint_route(self, call: Call, wire: _Wire) -> tuple[Any, str]:
+        """The pool of the endpoint for this attempt (a retry avoids the last one), and the URI.
+
+        TLS verifies the configured host's name on every endpoint: they share one identity.
+        """
+        assert self.endpoints is not None  # Defensive: only called with endpoints
+        endpoint = self.endpoints.pick(avoid=wire.endpoint)
+        wire.endpoint = endpoint
+        uri = call.url[len(self._origin) :] or "/"
+        if not self._direct and endpoint.scheme == "http":
+            return self.manager, endpoint.prefix + uri  # a plain-HTTP proxy takes whole URLs
+        pool = endpoint.pool
+        if pool is None or pool.pool is None:  # first use, or closed by clear()
+            pool = endpoint.pool = self.endpoint_pool(endpoint)
+        return pool, uri
+
+    def endpoint_pool(self, endpoint: Endpoint) -> Any:
+        """The connection pool for ``endpoint``, with the configured host's TLS name."""
+        kwargs = None
+        if endpoint.scheme == "https":
+            kwargs = {"server_hostname": self._tls_name, "assert_hostname": self._tls_name}
+        return self.manager.connection_from_host(
+            endpoint.host, port=endpoint.port, scheme=endpoint.scheme, pool_kwargs=kwargs
+        )
+
+    def cut_streams(self, endpoint: Endpoint) -> None:
+        """Shut down the streams (watches) open on ``endpoint``: they re-open elsewhere."""
+        for response in list(self._streams.pop(endpoint, ())):
+            with contextlib.suppress(Exception):  # a stream that ended meanwhile
+                response.shutdown()
 
     def _timed_out(self, call: Call, timer: Timer, pool: Any) -> u3.ReadTimeoutError:
         """The error urllib3 would have raised had the socket's own timeout expired."""
