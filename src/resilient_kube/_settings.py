@@ -13,7 +13,6 @@ import difflib
 import functools
 import ipaddress
 import math
-import re
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Final, TypedDict, Unpack
