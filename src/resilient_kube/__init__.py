@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from ._client import ApiClient, ClientFactory
+from ._default import DefaultClient, install_default, uninstall_default
 from ._dns import DnsStats
 from ._events import EventSink
 from ._limiter import LimiterStats
@@ -42,6 +43,7 @@ __all__ = [
     "ConnectTimeout",
     "ConnectionReset",
     "DeadlineExceeded",
+    "DefaultClient",
     "DnsStats",
     "EventSink",
     "LimiterStats",
@@ -60,6 +62,8 @@ __all__ = [
     "TransportStats",
     "WatchStats",
     "__version__",
+    "install_default",
+    "uninstall_default",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

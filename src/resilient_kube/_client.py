@@ -125,6 +125,31 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             sleep=sleep,
         )
 
+    @classmethod
+    def set_default(cls, default: ApiClient | None) -> None:
+        """Make ``default`` the client of every API class built with no argument.
+
+        The same as ``resilient_kube.install_default(default)``, on kubernetes 31 to 37; None puts
+        back the stock default. (The official ``set_default`` of kubernetes 37, called on a
+        subclass, stores the client where the API classes never look.)
+        """
+        from ._default import install_default, uninstall_default
+
+        if default is None:
+            uninstall_default()
+        else:
+            install_default(default)
+
+    @classmethod
+    def get_default(cls) -> kubernetes.client.ApiClient:
+        """The client API classes built with no argument use, or a new client if none is set."""
+        from ._default import get_default
+
+        # kubernetes 37 keeps a default of its own, which kubernetes.client.ApiClient.set_default
+        # may have set directly.
+        current = get_default() or getattr(kubernetes.client.ApiClient, "_default", None)
+        return cls() if current is None else current
+
     def stats(self) -> Stats:
         """A snapshot of this client's counters: transport, retries, limiter and DNS."""
         return Stats(
