@@ -12,6 +12,7 @@ from ._client import ApiClient, ClientFactory
 from ._default import DefaultClient, install_default, uninstall_default
 from ._dns import DnsStats
 from ._events import EventSink
+from ._leader import ElectionTiming, LeaderElector, Leadership
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
 from ._stats import RetryStats, Stats, TransportStats, WatchStats
@@ -45,7 +46,10 @@ __all__ = [
     "DeadlineExceeded",
     "DefaultClient",
     "DnsStats",
+    "ElectionTiming",
     "EventSink",
+    "LeaderElector",
+    "Leadership",
     "LimiterStats",
     "NameResolutionError",
     "RateLimitTimeout",
