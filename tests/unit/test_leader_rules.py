@@ -56,11 +56,10 @@ def test_bad_timing_names_the_argument_and_value(kwargs: dict[str, object], mess
         ElectionTiming(**kwargs)  # type: ignore[arg-type]
 
 
-def test_timing_takes_timedelta_and_rounds_the_lease_up_to_whole_seconds() -> None:
-    timing = ElectionTiming(
-        lease_duration=datetime.timedelta(seconds=2.5), renew_deadline=2, retry_period=0.5
-    )
-    assert timing.lease_duration == 2.5
+def test_timing_rounds_the_lease_up_to_whole_seconds() -> None:
+    timing = ElectionTiming(lease_duration=2.5, renew_deadline=2, retry_period=0.5)
+    assert timing.renew_deadline == 2.0
+    assert isinstance(timing.renew_deadline, float)
     assert timing.lease_seconds == 3
 
 
