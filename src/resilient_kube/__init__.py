@@ -16,6 +16,7 @@ from ._leader import ElectionTiming, LeaderElector, Leadership
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
 from ._stats import RetryStats, Stats, TransportStats, WatchStats
+from ._stream import portforward, stream
 from .errors import (
     ConfigError,
     ConnectError,
@@ -67,6 +68,8 @@ __all__ = [
     "WatchStats",
     "__version__",
     "install_default",
+    "portforward",
+    "stream",
     "uninstall_default",
 ]
 

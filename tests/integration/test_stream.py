@@ -1,0 +1,242 @@
+"""exec, attach and port-forward through ``resilient_kube.stream`` against the fake server's
+websocket endpoint: results, errors, the dialer's timeouts, TLS, DNS, proxy, and a shared client.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+import resilient_kube
+from resilient_kube import (
+    ApiClient,
+    ClientFactory,
+    ConnectError,
+    ConnectTimeout,
+    ReadTimeout,
+    TransportError,
+)
+from resilient_kube.testing import FakeApiServer, FakeDnsServer, FullAcceptQueueListener, Stall
+from tests.helpers.loopback import Relay, elapsed
+
+POD = {
+    "metadata": {"name": "web"},
+    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+}
+
+
+@pytest.fixture
+def core(server: FakeApiServer, configuration: client.Configuration) -> Iterator[client.CoreV1Api]:
+    with ApiClient(configuration, read_timeout=5) as api_client:
+        api = client.CoreV1Api(api_client)
+        api.create_namespaced_pod("default", POD)
+        yield api
+
+
+def exec_(api: client.CoreV1Api, *command: str, **kwargs: object) -> Any:
+    return resilient_kube.stream(
+        api.connect_get_namespaced_pod_exec,
+        "web",
+        "default",
+        command=list(command),
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+        **kwargs,
+    )
+
+
+def test_exec_returns_the_output(core: client.CoreV1Api) -> None:
+    assert exec_(core, "echo", "hello", "world") == "hello world\n"
+
+
+def test_exec_session_reads_writes_and_reports_the_exit_code(core: client.CoreV1Api) -> None:
+    session = resilient_kube.stream(
+        core.connect_get_namespaced_pod_exec,
+        "web",
+        "default",
+        command=["cat"],
+        stdin=True,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        _preload_content=False,
+    )
+    try:
+        session.write_stdin("one line\n")
+        assert session.readline_stdout(timeout=5) == "one line"
+    finally:
+        session.close()
+    failing = exec_(core, "exit", "3", _preload_content=False)
+    failing.run_forever(timeout=5)
+    assert failing.returncode == 3
+    failing.close()
+
+
+def test_a_missing_pod_is_an_api_exception_with_its_status(core: client.CoreV1Api) -> None:
+    with pytest.raises(client.ApiException) as caught:
+        resilient_kube.stream(
+            core.connect_get_namespaced_pod_exec,
+            "nope",
+            "default",
+            command=["echo"],
+            stdout=True,
+            stderr=True,
+            stdin=False,
+            tty=False,
+        )
+    assert caught.value.status == 404
+    assert '"reason": "NotFound"' in caught.value.body
+
+
+def test_port_forward_carries_bytes_both_ways(core: client.CoreV1Api) -> None:
+    forward = resilient_kube.portforward(
+        core.connect_get_namespaced_pod_portforward, "web", "default", ports="8080,9090"
+    )
+    try:
+        for port in (8080, 9090):
+            sock = forward.socket(port)
+            sock.settimeout(5)
+            sock.sendall(b"ping %d" % port)
+            assert sock.recv(100) == b"ping %d" % port
+    finally:
+        forward.close()
+
+
+def test_a_silent_peer_fails_within_the_read_timeout(server: FakeApiServer) -> None:
+    with ApiClient(server.configuration(), read_timeout=0.5) as api_client:
+        api = client.CoreV1Api(api_client)
+        api.create_namespaced_pod("default", POD)
+        server.inject(Stall(), path=r"/exec$")
+        took, error = elapsed(lambda: exec_(api, "echo"))
+    assert isinstance(error, ReadTimeout)
+    assert "no answer to the websocket upgrade in 0.5 s" in str(error)
+    assert 0.5 <= took < 1.5
+
+
+def test_request_timeout_bounds_the_upgrade_too(
+    core: client.CoreV1Api, server: FakeApiServer
+) -> None:
+    server.inject(Stall(), path=r"/exec$")
+    took, error = elapsed(lambda: exec_(core, "echo", _request_timeout=0.3))
+    assert isinstance(error, ReadTimeout)
+    assert took < 1.3
+
+
+def test_no_connection_is_a_connect_timeout() -> None:
+    with (
+        FullAcceptQueueListener() as listener,
+        ApiClient(client.Configuration(host=listener.url), connect_timeout=0.3) as api_client,
+    ):
+        took, error = elapsed(lambda: exec_(client.CoreV1Api(api_client), "echo"))
+    assert isinstance(error, ConnectTimeout)
+    assert isinstance(error, TransportError)
+    assert took < 1.3
+
+
+def test_a_refused_connection_is_a_connect_error() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with (
+        ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}")) as api_client,
+        pytest.raises(ConnectError) as caught,
+    ):
+        exec_(client.CoreV1Api(api_client), "echo")
+    assert "command" not in str(caught.value)  # the URL is shown without its query
+
+
+def test_tls_client_certificate_and_the_dns_cache(tmp_path: object) -> None:
+    with (
+        FakeDnsServer() as dns,
+        FakeApiServer(tls=True, client_cert=True, tls_names=["api.kube.test"]) as server,
+    ):
+        dns.set("api.kube.test", "127.0.0.1")
+        configuration = server.configuration()
+        configuration.host = f"https://api.kube.test:{server.port}"
+        with ApiClient(configuration, dns_nameservers=[dns.nameserver]) as api_client:
+            api = client.CoreV1Api(api_client)
+            api.create_namespaced_pod("default", POD)
+            before = api_client.stats().dns
+            assert before is not None
+            for _ in range(3):
+                assert exec_(api, "echo", "over", "tls") == "over tls\n"
+            after = api_client.stats().dns
+            assert after is not None
+            # Every exec resolved the name through the client's cache: hits, no new queries.
+            assert after.hits >= before.hits + 3
+            assert after.queries == before.queries
+
+
+def test_through_the_configured_http_proxy(core: client.CoreV1Api, server: FakeApiServer) -> None:
+    targets: list[bytes] = []
+
+    def handle(conn: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        targets.append(request.split(b" ")[1])
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        relay.splice(conn, server.port)
+
+    relay = Relay(handle)
+    try:
+        configuration = server.configuration()
+        configuration.proxy = f"http://127.0.0.1:{relay.port}"
+        with ApiClient(configuration) as api_client:
+            assert exec_(client.CoreV1Api(api_client), "echo", "proxied") == "proxied\n"
+    finally:
+        relay.close()
+    assert targets == [b"127.0.0.1:%d" % server.port]
+
+
+def test_concurrent_streams_and_calls_on_one_shared_client_do_not_cross(
+    server: FakeApiServer, configuration: client.Configuration
+) -> None:
+    # kubernetes.stream.stream swaps call_api on the client while it runs: on a shared client a
+    # list could go out as a websocket, or an exec as plain HTTP (kubernetes-client/python #928).
+    with ClientFactory(configuration) as kube:
+        core = kube.core_v1()
+        core.create_namespaced_pod("default", POD)
+        failures: list[str] = []
+        counts = {"exec": 0, "list": 0}
+        lock = threading.Lock()
+        until = time.monotonic() + 2.0
+
+        def execs(worker: int) -> None:
+            for n in range(200):
+                if time.monotonic() > until:
+                    return
+                word = f"w{worker}-{n}"
+                out = exec_(core, "echo", word)
+                with lock:
+                    counts["exec"] += 1
+                    if out != word + "\n":
+                        failures.append(f"exec {word} -> {out!r}")
+
+        def lists() -> None:
+            for _ in range(1000):
+                if time.monotonic() > until:
+                    return
+                pods = core.list_namespaced_pod("default")
+                with lock:
+                    counts["list"] += 1
+                    if [p.metadata.name for p in pods.items] != ["web"]:
+                        failures.append(f"list -> {pods!r}")
+
+        threads = [threading.Thread(target=execs, args=(i,)) for i in range(3)]
+        threads += [threading.Thread(target=lists) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert failures == []
+    assert counts["exec"] >= 10
+    assert counts["list"] >= 10
