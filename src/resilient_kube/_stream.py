@@ -45,6 +45,7 @@ from kubernetes.stream.stream import _websocket_request
 from . import errors
 from ._connection import socket_options
 from ._dialer import create_connection
+from ._events import NO_CODE, EventSink
 from ._settings import DEFAULT_SETTINGS, Settings
 
 __all__ = ["portforward", "stream"]
@@ -194,13 +195,39 @@ class _WSClient(ws_client.WSClient):  # type: ignore[misc]
 # --- opening the websocket ---------------------------------------------------------------------
 
 
-def _open(  # noqa: PLR0917  one call site, the websocket request's own arguments
+def _open(  # noqa: PLR0917  the websocket request's own arguments
     api_client: kubernetes.client.ApiClient,
     configuration: kubernetes.client.Configuration,
     method: str,
     url: str,
     headers: dict[str, str] | None,
     request_timeout: object,
+) -> websocket.WebSocket:
+    """Open the websocket; the client's event sink hears the attempt, as for any call."""
+    sink: EventSink = getattr(api_client, "events", None) or EventSink()
+    parts = urlsplit(url)
+    label = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}"
+    started = time.monotonic()
+    code = NO_CODE
+    try:
+        ws = _upgrade(api_client, configuration, method, url, headers, request_timeout, sink)
+        code = "101"
+    except ApiException as exc:
+        code = str(exc.status)
+        raise
+    finally:
+        sink.attempt(method, label, code, time.monotonic() - started, 0, 0)
+    return ws
+
+
+def _upgrade(  # noqa: PLR0917  one call site
+    api_client: kubernetes.client.ApiClient,
+    configuration: kubernetes.client.Configuration,
+    method: str,
+    url: str,
+    headers: dict[str, str] | None,
+    request_timeout: object,
+    sink: EventSink,
 ) -> websocket.WebSocket:
     """Dial, tunnel, TLS and the websocket handshake, each phase bounded and mapped to an error."""
     settings: Settings = getattr(api_client, "settings", DEFAULT_SETTINGS)
@@ -238,6 +265,7 @@ def _open(  # noqa: PLR0917  one call site, the websocket request's own argument
         fail(errors.ConnectTimeout, f"connect timeout ({connect} s)", exc)
     except OSError as exc:
         fail(errors.ConnectError, f"connection failed ({exc})", exc)
+    sink.connection(f"{dial_host}:{dial_port}", "opened")
     try:
         left = None if connect is None else max(connect - (time.monotonic() - started), 0.001)
         sock.settimeout(left)

@@ -19,6 +19,7 @@ from resilient_kube import (
     ClientFactory,
     ConnectError,
     ConnectTimeout,
+    EventSink,
     ReadTimeout,
     TransportError,
 )
@@ -53,8 +54,34 @@ def exec_(api: client.CoreV1Api, *command: str, **kwargs: object) -> Any:
     )
 
 
-def test_exec_returns_the_output(core: client.CoreV1Api) -> None:
+class Attempts(EventSink):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def attempt(  # noqa: PLR0917  the sink's signature
+        self,
+        method: str,
+        host: str,
+        code: str,
+        seconds: float,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        self.seen.append((method, host, code))
+
+
+def test_exec_returns_the_output_and_reports_the_attempt(
+    core: client.CoreV1Api, server: FakeApiServer
+) -> None:
+    sink = Attempts()
+    core.api_client.subscribe(sink)
     assert exec_(core, "echo", "hello", "world") == "hello world\n"
+    with pytest.raises(client.ApiException):
+        resilient_kube.stream(
+            core.connect_get_namespaced_pod_exec, "nope", "default", command=["ls"]
+        )
+    host = f"127.0.0.1:{server.port}"
+    assert sink.seen == [("GET", host, "101"), ("GET", host, "404")]
 
 
 def test_exec_session_reads_writes_and_reports_the_exit_code(core: client.CoreV1Api) -> None:
