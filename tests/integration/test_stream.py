@@ -18,12 +18,20 @@ from resilient_kube import (
     ApiClient,
     ClientFactory,
     ConnectError,
+    ConnectionReset,
     ConnectTimeout,
     EventSink,
+    NameResolutionError,
     ReadTimeout,
     TransportError,
 )
-from resilient_kube.testing import FakeApiServer, FakeDnsServer, FullAcceptQueueListener, Stall
+from resilient_kube.testing import (
+    FakeApiServer,
+    FakeDnsServer,
+    FullAcceptQueueListener,
+    ResetConnection,
+    Stall,
+)
 from tests.helpers.loopback import Relay, elapsed
 
 POD = {
@@ -178,6 +186,26 @@ def test_a_refused_connection_is_a_connect_error() -> None:
     ):
         exec_(client.CoreV1Api(api_client), "echo")
     assert "command" not in str(caught.value)  # the URL is shown without its query
+
+
+def test_a_name_that_does_not_resolve_is_a_name_resolution_error() -> None:
+    configuration = client.Configuration(host="http://missing.kube.test:80")
+    with (
+        FakeDnsServer() as dns,
+        ApiClient(configuration, dns_nameservers=[dns.nameserver]) as api_client,
+        pytest.raises(NameResolutionError) as caught,
+    ):
+        exec_(client.CoreV1Api(api_client), "echo")
+    assert caught.value.host == "missing.kube.test"
+
+
+def test_a_reset_during_the_upgrade_is_a_connection_reset(
+    core: client.CoreV1Api, server: FakeApiServer
+) -> None:
+    server.inject(ResetConnection(), path=r"/exec$")
+    with pytest.raises(ConnectionReset):
+        exec_(core, "echo")
+    assert exec_(core, "echo", "again") == "again\n"  # nothing was retried by itself
 
 
 def test_tls_client_certificate_and_the_dns_cache(tmp_path: object) -> None:
