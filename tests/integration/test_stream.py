@@ -4,12 +4,14 @@ websocket endpoint: results, errors, the dialer's timeouts, TLS, DNS, proxy, and
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import kubernetes.stream
 import pytest
 from kubernetes import client
 
@@ -252,39 +254,55 @@ def test_through_the_configured_http_proxy(core: client.CoreV1Api, server: FakeA
     assert targets == [b"127.0.0.1:%d" % server.port]
 
 
-def test_concurrent_streams_and_calls_on_one_shared_client_do_not_cross(
-    server: FakeApiServer, configuration: client.Configuration
-) -> None:
-    # kubernetes.stream.stream swaps call_api on the client while it runs: on a shared client a
-    # list could go out as a websocket, or an exec as plain HTTP (kubernetes-client/python #928).
+def crosstalk(
+    configuration: client.Configuration, stream: Callable[..., Any], seconds: float
+) -> tuple[dict[str, int], list[str]]:
+    """Three threads exec and three list on one shared client for ``seconds``; what went wrong."""
     with ClientFactory(configuration) as kube:
         core = kube.core_v1()
-        core.create_namespaced_pod("default", POD)
+        core.create_namespaced_pod("default", {**POD, "metadata": {"generateName": "web-"}})
         failures: list[str] = []
         counts = {"exec": 0, "list": 0}
         lock = threading.Lock()
-        until = time.monotonic() + 2.0
+        until = time.monotonic() + seconds
 
         def execs(worker: int) -> None:
-            for n in range(200):
+            for n in range(500):
                 if time.monotonic() > until:
                     return
                 word = f"w{worker}-{n}"
-                out = exec_(core, "echo", word)
+                try:
+                    out = stream(
+                        core.connect_get_namespaced_pod_exec,
+                        "web",
+                        "default",
+                        command=["echo", word],
+                        stderr=True,
+                        stdin=False,
+                        stdout=True,
+                        tty=False,
+                    )
+                    problem = None if out == word + "\n" else f"exec {word} -> {out!r}"
+                except Exception as exc:
+                    problem = f"exec {word} raised {exc!r}"
                 with lock:
                     counts["exec"] += 1
-                    if out != word + "\n":
-                        failures.append(f"exec {word} -> {out!r}")
+                    if problem is not None:
+                        failures.append(problem)
 
         def lists() -> None:
-            for _ in range(1000):
+            for _ in range(2000):
                 if time.monotonic() > until:
                     return
-                pods = core.list_namespaced_pod("default")
+                try:
+                    pods = core.list_namespaced_pod("default")
+                    problem = None if len(pods.items) == 2 else f"list -> {pods!r}"
+                except Exception as exc:
+                    problem = f"list raised {exc!r}"
                 with lock:
                     counts["list"] += 1
-                    if [p.metadata.name for p in pods.items] != ["web"]:
-                        failures.append(f"list -> {pods!r}")
+                    if problem is not None:
+                        failures.append(problem)
 
         threads = [threading.Thread(target=execs, args=(i,)) for i in range(3)]
         threads += [threading.Thread(target=lists) for _ in range(3)]
@@ -292,6 +310,28 @@ def test_concurrent_streams_and_calls_on_one_shared_client_do_not_cross(
             thread.start()
         for thread in threads:
             thread.join(30)
+    return counts, failures
+
+
+def test_concurrent_streams_and_calls_on_one_shared_client_do_not_cross(
+    server: FakeApiServer, core: client.CoreV1Api
+) -> None:
+    counts, failures = crosstalk(server.configuration(), resilient_kube.stream, 2.0)
     assert failures == []
     assert counts["exec"] >= 10
     assert counts["list"] >= 10
+
+
+# The stock websocket path leaves sockets for the garbage collector: its leaks, not ours.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_the_stock_stream_crosses_on_a_shared_client(
+    server: FakeApiServer, core: client.CoreV1Api
+) -> None:
+    # kubernetes.stream.stream swaps call_api (request on 31-36) on the client while it runs,
+    # and threads restore each other's swaps (kubernetes-client/python #928): the workload above
+    # fails with it. If this starts passing, upstream fixed it.
+    counts, failures = crosstalk(server.configuration(), kubernetes.stream.stream, 1.0)
+    gc.collect()  # its leaked sockets go now, under this test's warning filters
+    assert counts["list"] >= 1
+    assert failures
