@@ -6,6 +6,7 @@ build a new stock client instead of asking for a default.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -122,3 +123,30 @@ def test_install_default_rejects_other_objects(value: object) -> None:
 def test_install_default_rejects_a_stock_client(configuration: client.Configuration) -> None:
     with client.ApiClient(configuration) as stock, pytest.raises(ConfigError, match="ApiClient"):
         resilient_kube.install_default(stock)
+
+
+@pytest.mark.skipif(StockLock.__name__ != "LeaseLock", reason="kubernetes 37's elector")
+def test_the_stock_elector_wins_a_lease_through_the_installed_default(
+    server: FakeApiServer, factory: ClientFactory
+) -> None:
+    from kubernetes.leaderelection import electionconfig, leaderelection
+
+    resilient_kube.install_default(factory)
+    started = threading.Event()
+
+    def on_started() -> None:
+        started.set()
+        # kubernetes 37 stops renewing when the work raises: the only way to end its run().
+        raise RuntimeError("done leading")
+
+    config = electionconfig.Config(
+        StockLock("stock", "default", "me"), 3, 2, 1, on_started, lambda: None
+    )
+    election = threading.Thread(target=leaderelection.LeaderElection(config).run)
+    election.start()
+    election.join(10)
+    assert not election.is_alive()
+    assert started.is_set()
+    lease = factory.api(client.CoordinationV1Api).read_namespaced_lease("stock", "default")
+    assert lease.spec.holder_identity == "me"
+    assert server.request_count("create", "/leases") == 1
