@@ -119,8 +119,16 @@ def _exec_call(
     client = _WSClient(sock, capture_all=kwargs.get("capture_all", True), binary=binary)
     if not kwargs.get("_preload_content", True):
         return client
-    client.run_forever(timeout=timeout if isinstance(timeout, (int, float)) else None)
-    output = client.read_all()
+    shown = url.partition("?")[0]
+    try:
+        client.run_forever(timeout=timeout if isinstance(timeout, (int, float)) else None)
+        output = client.read_all()
+    except (websocket.WebSocketTimeoutException, TimeoutError) as exc:
+        sock.shutdown()  # type: ignore[no-untyped-call]  # no closing handshake with a mute peer
+        _fail(method, shown, errors.ReadTimeout, "the session stopped mid-frame", exc)
+    except (websocket.WebSocketException, OSError) as exc:
+        sock.shutdown()  # type: ignore[no-untyped-call]
+        _fail(method, shown, errors.ConnectionReset, f"the session broke ({exc})", exc)
     client.close()
     data = output if binary else "".join(output)
     if hasattr(ws_client.WSResponse, "_fields"):  # kubernetes 31-36: a namedtuple of the data

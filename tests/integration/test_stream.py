@@ -4,7 +4,9 @@ websocket endpoint: results, errors, the dialer's timeouts, TLS, DNS, proxy, and
 
 from __future__ import annotations
 
+import base64
 import gc
+import hashlib
 import socket
 import threading
 import time
@@ -36,6 +38,7 @@ from resilient_kube.testing import (
 )
 from tests.helpers.loopback import Relay, elapsed
 
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 POD = {
     "metadata": {"name": "web"},
     "spec": {"containers": [{"name": "c", "image": "busybox"}]},
@@ -156,6 +159,34 @@ def test_a_silent_peer_fails_within_the_read_timeout(server: FakeApiServer) -> N
     assert isinstance(error, ReadTimeout)
     assert "no answer to the websocket upgrade in 0.5 s" in str(error)
     assert 0.5 <= took < 1.5
+
+
+def test_a_session_that_stops_mid_frame_fails_at_the_read_timeout(relays: list[Relay]) -> None:
+    def handle(conn: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n"
+            b"\x82\x05\x01ab" % accept  # a 5-byte frame, 3 bytes of it, then nothing
+        )
+        relay.stop.wait()
+
+    relay = Relay(handle)
+    relays.append(relay)
+    configuration = client.Configuration(host=f"http://127.0.0.1:{relay.port}")
+    with ApiClient(configuration, read_timeout=0.5) as api_client:
+        took, error = elapsed(lambda: exec_(client.CoreV1Api(api_client), "echo"))
+    assert isinstance(error, ReadTimeout)
+    assert "stopped mid-frame" in str(error)
+    assert 0.5 <= took < 2.0
 
 
 def test_request_timeout_bounds_the_upgrade_too(
