@@ -6,9 +6,10 @@ know no network namespace) to the test process, which connects it to the API ser
 leader off is then one iptables DROP inside the leader's namespace, on the bridge's port: its
 connections go silent, as a partition makes them, and nothing outside that namespace is touched.
 
-The same scenario runs with resilient_kube's elector and with the stock
-``kubernetes.leaderelection`` (LeaseLock on the default client); the stock run is recorded in the
-e2e results, not asserted.
+The same scenario runs with resilient_kube's elector, with the stock ``kubernetes.leaderelection``
+(LeaseLock on the stock default client), and with the stock elector on resilient_kube's installed
+default (``deadline`` set to the renew deadline); the stock runs are recorded in the e2e results,
+not asserted.
 """
 
 from __future__ import annotations
@@ -110,7 +111,11 @@ if mode == "resilient":
 else:
     from kubernetes.leaderelection import electionconfig, leaderelection
     from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
-    client.Configuration.set_default(configuration)
+    if mode == "stock":
+        client.Configuration.set_default(configuration)
+    else:  # the stock elector on resilient_kube's client, each call's deadline its renew deadline
+        import resilient_kube
+        resilient_kube.install_default(resilient_kube.ClientFactory(configuration, deadline=RENEW))
     def campaign():
         # The stock run() returns after a lost term: campaign again, as a user's loop would.
         while True:
@@ -313,7 +318,12 @@ def run_scenario(mode: str, bridge: Path, server: ApiServer, namespace: str) -> 
                 and b_started is not None
                 and a_stopped["wall"] < b_started["wall"]
             ),
-            "crashed": [e["error"] for c in (a, b) for e in c.drain() if e["event"] == "crashed"],
+            "crashed": [
+                f"{c.identity} after {e['wall'] - dark['wall']:.3f} s: {e['error']}"
+                for c in (a, b)
+                for e in c.drain()
+                if e["event"] == "crashed"
+            ],
         }
         report["leadership_overlapped"] = overlaps(terms(a, b))
         return report
@@ -328,15 +338,18 @@ def test_leader_cut_off_hands_over_without_overlap(
 ) -> None:
     stock_namespace = f"{namespace}-stock"
     with apiserver.stock_client() as api_client:
-        kubernetes.client.CoreV1Api(api_client).create_namespace(
-            {"metadata": {"name": stock_namespace}}
-        )
+        for name in (stock_namespace, f"{namespace}-default"):
+            kubernetes.client.CoreV1Api(api_client).create_namespace({"metadata": {"name": name}})
     mine = run_scenario("resilient", bridge, apiserver, namespace)
     stock = run_scenario("stock", bridge, apiserver, stock_namespace)
+    stock_on_default = run_scenario("stock-on-default", bridge, apiserver, f"{namespace}-default")
     e2e_results["leader_election"] = {
         "settings": {"lease_duration": LEASE, "renew_deadline": RENEW, "retry_period": RETRY},
         "resilient_kube": mine,
         "stock kubernetes.leaderelection": stock,
+        "stock kubernetes.leaderelection on install_default(deadline=renew_deadline)": (
+            stock_on_default
+        ),
     }
     assert mine["crashed"] == []
     assert mine["new_leader_started_after_s"] is not None
