@@ -7,9 +7,10 @@ import datetime
 import math
 
 import pytest
+import urllib3
 
 from resilient_kube import ConfigError, ElectionTiming
-from resilient_kube._leader import RETRY_JITTER, ElectionRules, LeaseRecord, Step
+from resilient_kube._leader import RETRY_JITTER, ElectionRules, LeaseRecord, Step, _ExactSeconds
 from tests.helpers.clock import FakeClock
 
 WALL = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -279,3 +280,13 @@ def test_retry_waits_are_jittered_down_never_up(draw: float) -> None:
     wait = r.next_step(clock()).seconds
     assert wait == pytest.approx(2.0 * (1 - RETRY_JITTER * draw))
     assert 2.0 * (1 - RETRY_JITTER) < wait <= 2.0
+
+
+def test_the_call_deadline_passes_old_int_checks_and_keeps_its_exact_value() -> None:
+    # kubernetes 31-35 apply _request_timeout only if isinstance(..., int); urllib3 and the
+    # transport then read float() of it.
+    seconds = _ExactSeconds(0.37)
+    assert isinstance(seconds, int)
+    assert seconds  # truthy: the REST layer skips a falsy timeout
+    timeout = urllib3.Timeout(total=seconds)
+    assert float(timeout.total) == 0.37  # type: ignore[arg-type]
