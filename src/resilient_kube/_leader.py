@@ -74,7 +74,7 @@ class _ExactSeconds(int):
 Change = Literal["none", "started", "renewed", "lost"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ElectionTiming:
     """The three durations of an election, validated (client-go's ``LeaderElectionConfig``).
 
@@ -115,7 +115,7 @@ class ElectionTiming:
         return math.ceil(self.lease_duration)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseRecord:
     """What a Lease says: its holder, its times, and the version it was read at."""
 
