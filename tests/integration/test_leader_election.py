@@ -21,7 +21,7 @@ from resilient_kube import ClientFactory, ConfigError, LeaderElector, Leadership
 from resilient_kube.testing import FakeApiServer
 from tests.helpers.loopback import Relay
 
-LEASE = 1.5
+LEASE = 2.0  # whole seconds: the Lease holds leaseDurationSeconds, rounded up
 RENEW = 1.0
 RETRY = 0.2
 #: What scheduling and the calls' own time may add to a bound (two threads, a loaded machine).
