@@ -120,6 +120,24 @@ def test_exec_session_reads_writes_and_reports_the_exit_code(core: client.CoreV1
     failing.close()
 
 
+def test_attach_talks_to_the_main_process(core: client.CoreV1Api) -> None:
+    session = resilient_kube.stream(
+        core.connect_get_namespaced_pod_attach,
+        "web",
+        "default",
+        stdin=True,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        _preload_content=False,
+    )
+    try:
+        session.write_stdin("attached\n")
+        assert session.readline_stdout(timeout=5) == "attached"
+    finally:
+        session.close()
+
+
 def test_a_missing_pod_is_an_api_exception_with_its_status(core: client.CoreV1Api) -> None:
     with pytest.raises(client.ApiException) as caught:
         resilient_kube.stream(

@@ -16,7 +16,8 @@ Commands the container knows (anything else fails as "executable file not found"
 ``exit CODE``      exits with CODE
 =================  =====================================================================
 
-Port-forward: each requested port answers like an echo server on its data channel.
+Attach: the container's main process is ``cat``. Port-forward: each requested port answers like an
+echo server on its data channel.
 
 The pod must exist (``404`` otherwise, before any upgrade, as the real server answers), and
 every fault of the server applies to these requests too (``Stall`` makes a silent peer).
@@ -91,6 +92,8 @@ def serve_websocket(handler: _Handler) -> None:
     with contextlib.suppress(OSError, ConnectionError):
         if action == "portforward":
             session.port_forward([int(p) for v in query.get("ports", []) for p in v.split(",")])
+        elif action == "attach":
+            session.execute(["cat"])  # the container's main process echoes its stdin
         else:
             session.execute(query.get("command", []))
         session.close()
