@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 
 from ._client import ApiClient, ClientFactory
+from ._default import DefaultClient, install_default, uninstall_default
 from ._dns import DnsStats
 from ._endpoints import EndpointStats
 from ._events import EventSink
+from ._leader import ElectionTiming, LeaderElector, Leadership
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
 from ._stats import RetryStats, Stats, TransportStats, WatchStats
+from ._stream import portforward, stream
 from .errors import (
     ConfigError,
     ConnectError,
@@ -44,9 +47,13 @@ __all__ = [
     "ConnectTimeout",
     "ConnectionReset",
     "DeadlineExceeded",
+    "DefaultClient",
     "DnsStats",
+    "ElectionTiming",
     "EndpointStats",
     "EventSink",
+    "LeaderElector",
+    "Leadership",
     "LimiterStats",
     "NameResolutionError",
     "RateLimitTimeout",
@@ -64,6 +71,10 @@ __all__ = [
     "TransportStats",
     "WatchStats",
     "__version__",
+    "install_default",
+    "portforward",
+    "stream",
+    "uninstall_default",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

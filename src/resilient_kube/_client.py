@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import kubernetes.client
 import kubernetes.config
@@ -29,6 +29,9 @@ from ._settings import Settings, Tuning
 from ._stats import Counters, Stats
 from ._transport import Transport
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._leader import LeaderElector, Leadership
 
 __all__ = ["ApiClient", "ClientFactory"]
 
@@ -146,6 +149,31 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
                 timeout=settings.health_timeout,
             )
             self._health.start()
+
+    @classmethod
+    def set_default(cls, default: ApiClient | None) -> None:
+        """Make ``default`` the client of every API class built with no argument.
+
+        The same as ``resilient_kube.install_default(default)``, on kubernetes 31 to 37; None puts
+        back the stock default. (The official ``set_default`` of kubernetes 37, called on a
+        subclass, stores the client where the API classes never look.)
+        """
+        from ._default import install_default, uninstall_default
+
+        if default is None:
+            uninstall_default()
+        else:
+            install_default(default)
+
+    @classmethod
+    def get_default(cls) -> kubernetes.client.ApiClient:
+        """The client API classes built with no argument use, or a new client if none is set."""
+        from ._default import get_default
+
+        # kubernetes 37 keeps a default of its own, which kubernetes.client.ApiClient.set_default
+        # may have set directly.
+        current = get_default() or getattr(kubernetes.client.ApiClient, "_default", None)
+        return cls() if current is None else current
 
     def stats(self) -> Stats:
         """A snapshot of this client's counters: transport, retries, limiter and DNS."""
@@ -311,6 +339,65 @@ class ClientFactory:
     def stats(self) -> Stats:
         """A snapshot of the shared client's counters."""
         return self.api_client.stats()
+
+    def leader_elector(
+        self,
+        lease_name: str,
+        *,
+        namespace: str,
+        identity: str,
+        lease_duration: float = 15.0,
+        renew_deadline: float = 10.0,
+        retry_period: float = 2.0,
+        on_started_leading: Callable[[Leadership], object],
+        on_stopped_leading: Callable[[], object],
+        release_on_stop: bool = True,
+    ) -> LeaderElector:
+        """A leader elector on the ``coordination.k8s.io/v1`` Lease ``namespace/lease_name``.
+
+        Every call it makes is bounded by what is left before the renew deadline, a failed call
+        (a transport error included) is a failed renewal, and losing the lease always calls
+        ``on_stopped_leading`` before another candidate can start (docs/leader-election.md).
+
+        Args:
+            lease_name, namespace: the Lease (created if missing).
+            identity: this candidate's unique name (e.g. the pod name).
+            lease_duration: seconds candidates wait after the Lease last changed before taking
+                it over.
+            renew_deadline: seconds a leader keeps leading without a successful renewal; less
+                than ``lease_duration``.
+            retry_period: seconds between attempts (jittered down by up to 25 %); less than
+                ``renew_deadline``.
+            on_started_leading: called with a ``Leadership`` on a new thread when a term starts;
+                ``leadership.lost`` is set when it ends.
+            on_stopped_leading: called when a term ends, always.
+            release_on_stop: on ``stop()``, hand the Lease back so the next leader starts at once.
+
+        Raises:
+            ConfigError: a bad argument; the message names it and its value.
+
+        Example:
+            >>> elector = kube.leader_elector(  # doctest: +SKIP
+            ...     "my-controller", namespace="default", identity=os.environ["POD_NAME"],
+            ...     on_started_leading=work, on_stopped_leading=stop_work)
+            >>> elector.run()  # doctest: +SKIP
+        """
+        from ._leader import ElectionTiming, LeaderElector
+
+        return LeaderElector(
+            self.api_client,
+            lease_name,
+            namespace=namespace,
+            identity=identity,
+            timing=ElectionTiming(
+                lease_duration=lease_duration,
+                renew_deadline=renew_deadline,
+                retry_period=retry_period,
+            ),
+            on_started_leading=on_started_leading,
+            on_stopped_leading=on_stopped_leading,
+            release_on_stop=release_on_stop,
+        )
 
     def close(self) -> None:
         """Release every socket and background thread."""

@@ -43,6 +43,7 @@ from ._selectors import Matcher, parse_field_selector, parse_label_selector
 from ._status import ApiStatusError, status_body
 from ._store import ListResult, Object, Store, filter_events
 from ._tls import TlsMaterial, make_tls_material, require_trustme
+from ._websocket import is_websocket, serve_websocket
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
@@ -801,6 +802,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if app._authenticate and self.headers.get("Authorization") != f"Bearer {app.token}":
             self._send_json(401, status_body(401, "Unauthorized"))
+            return
+        if is_websocket(self):  # exec, attach, port-forward (_websocket.py)
+            serve_websocket(self)
             return
         truncate = isinstance(fault, TruncatedBody)
         if route.verb == "watch":
