@@ -25,6 +25,7 @@ from ._events import EventSink, Fanout
 from ._limiter import TokenBucket
 from ._policy import Policy
 from ._retry import RetryBudget
+from ._search import SearchingDnsCache, system_search
 from ._settings import Settings, Tuning
 from ._stats import Counters, Stats
 from ._transport import Transport
@@ -86,19 +87,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             if settings.qps is None
             else TokenBucket(settings.qps, settings.burst, clock=clock, sleep=sleep)
         )
-        self._dns = (
-            DnsCache(
-                nameservers=settings.dns_nameservers,
-                min_ttl=settings.dns_min_ttl,
-                max_ttl=settings.dns_max_ttl,
-                negative_ttl=settings.dns_negative_ttl,
-                stale_ttl=settings.dns_stale_ttl,
-                timeout=settings.dns_timeout,
-                clock=clock,
-            )
-            if settings.dns_cache
-            else None
-        )
+        self._dns = _dns_cache(settings, clock) if settings.dns_cache else None
         rest = self.rest_client
         # The official client's own retry layers must not stack on ours. urllib3's `retries` is
         # turned off in the pools (install_pools); kubernetes 37 also reads `retries` and
@@ -206,6 +195,27 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         self.rest_client.pool_manager.clear()
         if self._dns is not None:
             self._dns.close()
+
+
+def _dns_cache(settings: Settings, clock: Callable[[], float]) -> DnsCache:
+    """The client's DNS cache; one that walks the search list when there is one."""
+    kwargs: dict[str, Any] = {
+        "nameservers": settings.dns_nameservers,
+        "min_ttl": settings.dns_min_ttl,
+        "max_ttl": settings.dns_max_ttl,
+        "negative_ttl": settings.dns_negative_ttl,
+        "stale_ttl": settings.dns_stale_ttl,
+        "timeout": settings.dns_timeout,
+        "clock": clock,
+    }
+    search, ndots = system_search()
+    if settings.dns_search is not None:
+        search = settings.dns_search
+    if settings.dns_ndots is not None:
+        ndots = settings.dns_ndots
+    if search:
+        return SearchingDnsCache(search=search, ndots=ndots, **kwargs)
+    return DnsCache(**kwargs)
 
 
 def _ready(

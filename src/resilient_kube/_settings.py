@@ -178,6 +178,22 @@ def _endpoints(name: str, value: object) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+def _domains(name: str, value: object) -> tuple[str, ...] | None:
+    """Validate a search list such as ``["default.svc.cluster.local", "cluster.local"]``."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigError(f"{name}={value!r} must be a list such as ['cluster.local']")
+    for entry in value:
+        labels = entry.strip(".").split(".") if isinstance(entry, str) else []
+        if not labels or not all(
+            0 < len(label) < 64 and label.replace("-", "").replace("_", "").isalnum()
+            for label in labels
+        ):
+            raise ConfigError(f"{name} entry {entry!r} is not a domain name")
+    return tuple(value)
+
+
 def _setting(default: Any, check: _Check) -> Any:
     """A field with its default and the validator that normalises and bounds it."""
     return dataclasses.field(default=default, metadata={"check": check})
@@ -299,6 +315,13 @@ class Settings:
     dns_negative_ttl: float = _setting(5.0, _duration_or_zero)
     dns_stale_ttl: float = _setting(86400.0, _duration_or_zero)
     dns_timeout: float = _setting(2.0, _duration)
+    #: The search list for a name with fewer dots than ``dns_ndots`` that does not resolve as it
+    #: is (``kubernetes.default.svc`` in a pod): walked once, the winner kept for its TTL. None
+    #: reads both from /etc/resolv.conf; ``[]`` turns the walk off.
+    dns_search: tuple[str, ...] | None = _setting(None, _domains)
+    dns_ndots: int | None = _setting(
+        None, functools.partial(_optional_integer, minimum=1, maximum=15)
+    )
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -383,3 +406,5 @@ class Tuning(TypedDict, total=False):
     dns_negative_ttl: float | timedelta
     dns_stale_ttl: float | timedelta
     dns_timeout: float | timedelta
+    dns_search: Sequence[str] | None
+    dns_ndots: int | None
