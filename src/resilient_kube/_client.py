@@ -16,6 +16,7 @@ import kubernetes.config
 import kubernetes.dynamic
 import kubernetes.watch
 
+from . import _fork
 from ._connection import PoolContext, install_pools
 from ._dns import DnsCache
 from ._events import EventSink, Fanout
@@ -124,6 +125,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             clock=clock,
             sleep=sleep,
         )
+        _fork.register(self, _after_fork)  # locks and the thread pool, in a forked child
 
     def stats(self) -> Stats:
         """A snapshot of this client's counters: transport, retries, limiter and DNS."""
@@ -226,6 +228,7 @@ class ClientFactory:
         self._apis: dict[type[Any], Any] = {}
         self._dynamic: kubernetes.dynamic.DynamicClient | None = None
         self._lock = threading.Lock()
+        _fork.register(self, _factory_after_fork)
 
     @property
     def settings(self) -> Settings:
@@ -281,3 +284,28 @@ class ClientFactory:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _after_fork(api_client: ApiClient) -> None:
+    """In a forked child: fresh locks (counters, events, limiter, retry budget), no thread pool.
+
+    A lock held by a parent thread at the fork stays held in the child. The workers of the
+    official client's ``async_req`` thread pool did not survive the fork: a request handed to
+    them would never run, so the child builds its own pool on first use.
+    """
+    api_client._counters._after_fork()
+    api_client.events._after_fork()
+    if api_client._limiter is not None:
+        api_client._limiter._after_fork()
+    api_client.rest_client.pool_manager.budget._after_fork()
+    if getattr(api_client, "_pool", None) is not None:
+        # Kept, never used: its finalizer would write to a pipe the parent's pool still reads.
+        api_client._rk_parent_pool = api_client._pool
+        api_client._pool = None
+    if hasattr(api_client, "_pool_lock"):  # kubernetes 37 guards the pool with it
+        api_client._pool_lock = threading.Lock()
+
+
+def _factory_after_fork(factory: ClientFactory) -> None:
+    """In a forked child: a new lock (``dynamic()`` holds it while it reads discovery)."""
+    factory._lock = threading.Lock()

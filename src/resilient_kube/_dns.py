@@ -43,6 +43,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from . import _fork
 from ._settings import parse_nameserver
 
 __all__ = ["DnsCache", "DnsStats"]
@@ -311,6 +312,7 @@ class DnsCache:
         self._hits = self._misses = self._stale_served = self._failures = self._queries = 0
         self._lookup_seconds = 0.0
         self._resolver = self._make_resolver(nameservers)
+        _fork.register(self, DnsCache._after_fork)
 
     # --- public interface ----------------------------------------------------------------------
 
@@ -451,6 +453,20 @@ class DnsCache:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's workers, lookups in flight and locks.
+
+        The pool's threads did not survive the fork, so a lookup handed to it would never run
+        and its in-flight slot would never be freed: every later miss would wait for it in vain
+        (``timeout`` + 1 s) and that record type would never be asked again. A lock held by a
+        parent thread at the fork would stay held. The answers themselves stay valid.
+        """
+        self._lock = threading.Lock()
+        self._hosts._lock = threading.Lock()
+        self._inflight = {}
+        # Not shut down: its queue and locks are the parent's. A new pool starts on demand.
+        self._pool = None
 
     def __repr__(self) -> str:
         servers = [f"{ns.address}:{ns.port}" for ns in self._nameservers]

@@ -105,6 +105,10 @@ class Fanout(EventSink):
     def sinks(self) -> tuple[EventSink, ...]:
         return self._sinks
 
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (one a parent thread held at the fork stays held)."""
+        self._lock = threading.Lock()
+
     def add(self, sink: EventSink) -> None:
         """Subscribe ``sink`` to every later event."""
         with self._lock:

@@ -356,6 +356,10 @@ class TokenBucket:
         self._interval = interval
         self._tau = (self._cap - 1) * interval
 
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (one a parent thread held at the fork stays held)."""
+        self._lock = threading.Lock()
+
 
 def _count(counts: dict[str, int], key: str) -> None:
     if key not in counts and len(counts) >= _MAX_FLOW_KEYS:
