@@ -31,7 +31,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from . import _fork
 from ._dialer import create_connection
-from ._dns import DnsCache
+from ._dns import DnsCache, LookupTimeout
 from ._settings import Settings
 from ._stats import Counters
 from ._watchdog import current as current_watch
@@ -104,6 +104,12 @@ class _ConnectionMixin:
             )
         except socket.gaierror as exc:
             raise u3.NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        except LookupTimeout as exc:
+            # The connect timeout ran out while the name was still being looked up: a timeout
+            # (retried for every verb, nothing was sent), not an answer about the name.
+            raise u3.ConnectTimeoutError(
+                self, f"Resolving {self.host} timed out. (connect timeout={self.timeout})"
+            ) from exc
         except TimeoutError as exc:
             raise u3.ConnectTimeoutError(
                 self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"

@@ -11,11 +11,11 @@ Everything else is one tree::
     ├── ResourceExpired(.., kubernetes ApiException)           410 Gone: the watched version was compacted
     └── TransportError(ResilientKubeError, urllib3 MaxRetryError)
         ├── TimeoutException(urllib3 TimeoutError, TransportError)
-        │   ├── ConnectTimeout(.., urllib3 ConnectTimeoutError)  no TCP connection in connect_timeout
+        │   ├── ConnectTimeout(.., urllib3 ConnectTimeoutError)  no connection (DNS too) in connect_timeout
         │   ├── ReadTimeout(.., urllib3 ReadTimeoutError)        no byte from the server in read_timeout
         │   ├── DeadlineExceeded                                  the whole call ran out of its deadline
         │   └── RateLimitTimeout(.wait)                           the limiter's wait would not fit
-        ├── NameResolutionError(.., urllib3 NameResolutionError)  DNS failed for .host
+        ├── NameResolutionError(.., urllib3 NameResolutionError)  DNS answered that .host does not resolve
         ├── ConnectError(.., urllib3 NewConnectionError)          refused, unreachable
         ├── ConnectionReset(.., urllib3 ProtocolError)            reset, closed or truncated mid-call
         ├── TLSError (.reason is urllib3's SSLError)               handshake or certificate failure
@@ -150,7 +150,7 @@ class TimeoutException(u3.TimeoutError, TransportError):
 
 
 class ConnectTimeout(TimeoutException, u3.ConnectTimeoutError):
-    """No TCP connection (or TLS handshake) within ``connect_timeout``."""
+    """No connection within ``connect_timeout``: name resolution, TCP and TLS handshakes included."""
 
 
 class ReadTimeout(TimeoutException, u3.ReadTimeoutError):
