@@ -48,6 +48,8 @@ from typing import Any
 import urllib3.exceptions as u3
 from kubernetes.client.exceptions import ApiException
 
+from ._redact import redact_url
+
 __all__ = [
     "ConfigError",
     "ConnectError",
@@ -100,7 +102,9 @@ class TransportError(ResilientKubeError, u3.MaxRetryError):
     Args:
         message: what happened, naming the phase (DNS, connect, TLS, read).
         method: the HTTP verb of the call.
-        url: the URL of the call (no credentials are ever part of it).
+        url: the URL of the call. A password in it (``https://user:password@host``) is masked
+            here, as in ``message`` and in the ``url`` that urllib3's errors keep, so no copy of
+            the error (``str``, ``repr``, a pickle, a log line) holds it.
         attempts: wire attempts made before giving up.
         last_error: the last underlying exception, if any.
     """
@@ -115,12 +119,17 @@ class TransportError(ResilientKubeError, u3.MaxRetryError):
         last_error: BaseException | None = None,
     ) -> None:
         # Not MaxRetryError.__init__: it formats its own message from a pool we do not have.
+        message = redact_url(message)
         Exception.__init__(self, message)
         self.message = message
         self.method = method
-        self.url = url
+        self.url = redact_url(url)
         self.attempts = attempts
         self.last_error = last_error
+        # urllib3's RequestError keeps the URL it failed on (and pickles it): the same one.
+        cause_url = getattr(last_error, "url", None)
+        if isinstance(cause_url, str):
+            last_error.url = redact_url(cause_url)  # type: ignore[union-attr]
         # The attributes urllib3's parents expose, so handlers written for them keep working.
         self.reason: Exception | None = last_error if isinstance(last_error, Exception) else None
 

@@ -1,0 +1,32 @@
+"""``redact_url``: the one helper that masks credentials in URLs before they are shown or kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilient_kube._redact import redact_url
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://user:PASS@api.example.com:6443/api", "https://user:***@api.example.com:6443/api"),
+        ("https://TOKEN@api.example.com/api", "https://***@api.example.com/api"),
+        ("https://:PASS@api.example.com", "https://***@api.example.com"),
+        ("http://user:p@ss@127.0.0.1:80/x", "http://user:***@127.0.0.1:80/x"),
+        ("http://user:p%40ss@[::1]:80", "http://user:***@[::1]:80"),
+        (
+            "GET https://u:PASS@h/a failed; https://v:PASS@k/b",
+            "GET https://u:***@h/a failed; https://v:***@k/b",
+        ),
+        # No userinfo: unchanged, an @ in the path or the query included.
+        ("https://api.example.com/api/v1/namespaces", "https://api.example.com/api/v1/namespaces"),
+        ("https://h/apis/x@y?watch=1&who=a@b", "https://h/apis/x@y?watch=1&who=a@b"),
+        ("mailto-like text a@b", "mailto-like text a@b"),
+        ("", ""),
+    ],
+)
+def test_redact_url(text: str, expected: str) -> None:
+    assert redact_url(text) == expected
+    assert "PASS" not in redact_url(text)
+    assert "TOKEN" not in redact_url(text)
