@@ -50,7 +50,8 @@ def create_connection(
         host: a name or an IP literal (brackets allowed).
         port: the TCP port.
         timeout: seconds for the whole dial (name resolution included); None waits for the
-            operating system. The connected socket keeps this timeout, as with urllib3.
+            operating system. The connected socket keeps what the dial left of it, so that what
+            follows before the request (a proxy's ``CONNECT``, the TLS handshake) fits in it too.
         source_address: ``(ip, port)`` to bind before connecting.
         socket_options: ``(level, option, value)`` set before connecting (urllib3's
             ``socket_options``, e.g. ``TCP_NODELAY`` and keepalive).
@@ -147,7 +148,9 @@ def create_connection(
     if winner is not None:
         if cache is not None:
             cache.report_success(host, attempts[winner])
-        winner.settimeout(timeout)
+        # urllib3 keeps the connect timeout on the socket for the TLS handshake: a full one after
+        # a slow lookup would let the connect phase, and the call's deadline, overrun.
+        winner.settimeout(None if math.isinf(deadline) else max(deadline - time.monotonic(), 0.001))
         return winner
     if timed_out or last_error is None:
         raise TimeoutError(f"timed out connecting to {host}:{port} after {timeout} s")

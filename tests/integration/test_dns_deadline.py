@@ -7,16 +7,18 @@ with ``connect_timeout=0.3``, and 2.1 s for a call with ``deadline=1``.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
 
-from resilient_kube import ApiClient, ConnectTimeout, DeadlineExceeded
+from resilient_kube import ApiClient, ConnectTimeout, DeadlineExceeded, TimeoutException
 from resilient_kube._dns import DnsCache, LookupTimeout
 from resilient_kube.testing import FakeApiServer, FakeDnsServer
 from tests.helpers.clock import FakeClock
+from tests.helpers.loopback import Relay
 
 HOST = "api.kube.test"
 SLOW = 1.5
@@ -151,3 +153,30 @@ def test_deadline_bounds_the_lookup(server: FakeApiServer, stub: FakeDnsServer) 
         with pytest.raises(DeadlineExceeded, match=f"Resolving {HOST} timed out"):
             client.CoreV1Api(api_client).list_namespace()
         assert time.monotonic() - started < SLOW
+
+
+def test_the_tls_handshake_gets_only_what_the_lookup_left(
+    server: FakeApiServer, stub: FakeDnsServer, relays: list[Relay]
+) -> None:
+    """DNS 0.8 s, then a server that never answers the TLS handshake, ``connect_timeout=1``.
+
+    The socket kept the full connect timeout for the handshake: 0.8 + 1 s. Now the lookup, the
+    TCP connect and the handshake share one second.
+    """
+    stub.delay = 0.8
+
+    def never_answer(conn: socket.socket) -> None:
+        while conn.recv(65536):
+            pass
+
+    relay = Relay(never_answer)
+    relays.append(relay)
+    config = configuration(server)
+    config.host = f"https://{HOST}:{relay.port}"
+    with ApiClient(
+        config, connect_timeout=1, max_attempts=1, dns_nameservers=[stub.nameserver]
+    ) as api_client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutException):
+            client.CoreV1Api(api_client).list_namespace()
+        assert time.monotonic() - started < 1.5
