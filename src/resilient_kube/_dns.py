@@ -588,9 +588,9 @@ class DnsCache:
         """
         started = time.monotonic()
         limit = self._timeout + 1.0
-        # A caller with less time than a lookup may take leaves every query to the pool, so
-        # that its answer is still kept when the caller has stopped waiting for it.
-        bounded = timeout is not None and timeout < self._timeout
+        # A caller with a time limit leaves every query to the pool, so that a lookup still
+        # running when the caller stops waiting goes on, and its answer is kept.
+        bounded = timeout is not None
         if timeout is not None:
             limit = min(limit, max(timeout, 0.0))
         waits: list[tuple[_Key, _Flight]] = []
@@ -602,12 +602,12 @@ class DnsCache:
                     flight = self._inflight[key] = _Flight()
                     mine.append((key, flight))
                 waits.append((key, flight))
-        # All but the last on the pool; the last one in this thread unless time is short.
+        # All but the last on the pool; the last one in this thread unless time is limited.
         pending: set[_Key] = set()
         for key, flight in mine if bounded else mine[:-1]:
             if not self._submit(key, flight):
                 # The cache is closed: look up here, within the caller's time.
-                left = max(limit - (time.monotonic() - started), 0.0)
+                left = min(max(limit - (time.monotonic() - started), 0.0), self._timeout)
                 if not self._fly(key, flight, lifetime=left):
                     pending.add(key)
         if mine and not bounded:
@@ -663,13 +663,12 @@ class DnsCache:
                 raise_on_no_answer=False,
                 lifetime=lifetime,
             )
-        except dns.exception.Timeout:
-            if lifetime is not None and lifetime < self._timeout:
-                return False
-            error, reason = socket.EAI_AGAIN, "timed out"
         except dns.resolver.NXDOMAIN:
             addresses, error, reason = (), socket.EAI_NONAME, "NXDOMAIN"
         except (dns.exception.DNSException, OSError, ValueError) as exc:
+            cut = lifetime is not None and lifetime < self._timeout
+            if cut and isinstance(exc, dns.exception.Timeout):
+                return False
             error, reason = socket.EAI_AGAIN, f"{type(exc).__name__}: {exc}"
         else:
             # The smallest TTL along the CNAME chain and of the answer; for NODATA, RFC 2308 §5's
