@@ -15,7 +15,7 @@ Everything else is one tree::
         │   ├── ReadTimeout(.., urllib3 ReadTimeoutError)        no byte from the server in read_timeout
         │   ├── DeadlineExceeded                                  the whole call ran out of its deadline
         │   └── RateLimitTimeout(.wait)                           the limiter's wait would not fit
-        ├── NameResolutionError(.., urllib3 NameResolutionError)  DNS answered that .host does not resolve
+        ├── NameResolutionError(.., urllib3 NameResolutionError)  DNS failed for .host (NXDOMAIN, SERVFAIL)
         ├── ConnectError(.., urllib3 NewConnectionError)          refused, unreachable
         ├── ConnectionReset(.., urllib3 ProtocolError)            reset, closed or truncated mid-call
         ├── TLSError (.reason is urllib3's SSLError)               handshake or certificate failure
