@@ -111,11 +111,11 @@ def test_deadline_exceeded(server: FakeApiServer, caplog: pytest.LogCaptureFixtu
 
 
 def test_rate_limit_timeout(server: FakeApiServer, caplog: pytest.LogCaptureFixture) -> None:
-    with ApiClient(with_password(server), qps=1, burst=1) as api_client:
+    with ApiClient(with_password(server), qps=1, burst=1, deadline=0.2) as api_client:
         core = client.CoreV1Api(api_client)
         core.list_namespace()
         with pytest.raises(RateLimitTimeout) as info:
-            core.list_namespace(_request_timeout=0.2)
+            core.list_namespace()
     assert_no_secret(info.value, caplog)
 
 
