@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import pickle
 import socket
+import threading
 import traceback
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from resilient_kube import (
     TransportError,
 )
 from resilient_kube.testing import FakeApiServer, Stall
+from tests.integration.test_tls_and_proxy import _ForwardProxy
 
 SECRET = "S3cr3tPa55w0rd"
 
@@ -117,6 +119,30 @@ def test_rate_limit_timeout(server: FakeApiServer, caplog: pytest.LogCaptureFixt
         with pytest.raises(RateLimitTimeout) as info:
             core.list_namespace()
     assert_no_secret(info.value, caplog)
+
+
+def test_an_http_proxy_gets_no_password(
+    server: FakeApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through an HTTP proxy the request line is the whole URL: without its userinfo.
+
+    RFC 9110 §4.2.4 forbids userinfo in a target URI; before the fix the proxy got the
+    password, and urllib3's DEBUG log line of the request showed it.
+    """
+    proxy = _ForwardProxy()
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = with_password(server)
+        config.proxy = f"http://127.0.0.1:{proxy.server_address[1]}"
+        with ApiClient(config) as api_client:
+            client.CoreV1Api(api_client).list_namespace()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(5)
+    assert proxy.forwarded == [f"{server.url}/api/v1/namespaces"]
+    assert SECRET not in caplog.text
 
 
 def test_the_error_class_masks_whatever_it_is_given() -> None:

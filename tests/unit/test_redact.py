@@ -30,3 +30,15 @@ def test_redact_url(text: str, expected: str) -> None:
     assert redact_url(text) == expected
     assert "PASS" not in redact_url(text)
     assert "TOKEN" not in redact_url(text)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://user:PASS@127.0.0.1:8080/api/v1/pods", "http://127.0.0.1:8080/api/v1/pods"),
+        ("https://TOKEN@[::1]/version?x=a@b", "https://[::1]/version?x=a@b"),
+        ("/api/v1/namespaces/a@b", "/api/v1/namespaces/a@b"),
+    ],
+)
+def test_remove_drops_the_userinfo_of_a_url_to_send(url: str, expected: str) -> None:
+    assert redact_url(url, remove=True) == expected
