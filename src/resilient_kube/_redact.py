@@ -10,9 +10,10 @@ the request line carries the whole URL, and RFC 9110 §4.2.4 forbids userinfo in
 
 from __future__ import annotations
 
+import logging
 import re
 
-__all__ = ["REDACTED", "redact_url"]
+__all__ = ["REDACTED", "RedactUrls", "redact_exception", "redact_url"]
 
 #: What replaces a password, or a user name that stands alone (often a token).
 REDACTED = "***"
@@ -46,3 +47,42 @@ def _mask(match: re.Match[str]) -> str:
     if colon and user:
         return f"{match['scheme']}{user}:{REDACTED}@"
     return f"{match['scheme']}{REDACTED}@"
+
+
+def redact_exception(error: BaseException | None) -> None:
+    """Mask URLs in ``error`` and its causes in place: their ``args`` and string attributes.
+
+    urllib3's errors keep the URL they failed on (``url``, ``location``) and often quote it in
+    their message (``LocationParseError: Failed to parse: URL``); ``str``, ``repr``, a pickle
+    and a printed traceback read those. The chain is followed through ``__cause__`` and
+    ``__context__``, each exception once.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if any(isinstance(arg, str) and "@" in arg for arg in error.args):
+            error.args = tuple(redact_url(a) if isinstance(a, str) else a for a in error.args)
+        for name, value in list(getattr(error, "__dict__", {}).items()):
+            if isinstance(value, str) and "@" in value:
+                setattr(error, name, redact_url(value))
+        error = error.__cause__ or error.__context__
+
+
+class RedactUrls(logging.Filter):
+    """A log filter that masks the credentials of any URL in a record's message.
+
+    Attached to the loggers whose lines quote urllib3's errors (which may quote a URL), so that a
+    log line never holds a password, whatever error it describes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "@" in message:
+            redacted = redact_url(message)
+            if redacted != message:
+                record.msg, record.args = redacted, ()
+        return True
+
+
+#: The transport's final and retry lines describe the error of the attempt (``_describe``).
+logging.getLogger("resilient_kube._transport").addFilter(RedactUrls())

@@ -48,7 +48,7 @@ from typing import Any
 import urllib3.exceptions as u3
 from kubernetes.client.exceptions import ApiException
 
-from ._redact import redact_url
+from ._redact import redact_exception, redact_url
 
 __all__ = [
     "ConfigError",
@@ -126,10 +126,9 @@ class TransportError(ResilientKubeError, u3.MaxRetryError):
         self.url = redact_url(url)
         self.attempts = attempts
         self.last_error = last_error
-        # urllib3's RequestError keeps the URL it failed on (and pickles it): the same one.
-        cause_url = getattr(last_error, "url", None)
-        if isinstance(cause_url, str):
-            last_error.url = redact_url(cause_url)  # type: ignore[union-attr]
+        # urllib3's errors keep the URL they failed on, and may quote it; they are pickled and
+        # printed with this one.
+        redact_exception(last_error)
         # The attributes urllib3's parents expose, so handlers written for them keep working.
         self.reason: Exception | None = last_error if isinstance(last_error, Exception) else None
 

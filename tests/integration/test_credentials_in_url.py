@@ -121,6 +121,16 @@ def test_rate_limit_timeout(server: FakeApiServer, caplog: pytest.LogCaptureFixt
     assert_no_secret(info.value, caplog)
 
 
+def test_an_error_that_quotes_the_url(caplog: pytest.LogCaptureFixture) -> None:
+    """urllib3 quotes a URL it cannot parse in its error, which the transport's log line quotes."""
+    config = client.Configuration(host=f"http://admin:{SECRET}@127.0.0.1:99999")
+    with ApiClient(config, max_attempts=1) as api_client, pytest.raises(TransportError) as info:
+        client.CoreV1Api(api_client).list_namespace()
+    assert "Failed to parse: http://admin:***@127.0.0.1:99999" in str(info.value)
+    assert "resilient_kube._transport" in caplog.text  # the line is logged, masked
+    assert_no_secret(info.value, caplog)
+
+
 def test_an_http_proxy_gets_no_password(
     server: FakeApiServer, caplog: pytest.LogCaptureFixture
 ) -> None:

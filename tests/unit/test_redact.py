@@ -42,3 +42,26 @@ def test_redact_url(text: str, expected: str) -> None:
 )
 def test_remove_drops_the_userinfo_of_a_url_to_send(url: str, expected: str) -> None:
     assert redact_url(url, remove=True) == expected
+
+
+def test_redact_exception_masks_args_attributes_and_the_chain() -> None:
+    import pickle
+
+    import urllib3.exceptions as u3
+
+    from resilient_kube._redact import redact_exception
+
+    url = "http://admin:PASS@127.0.0.1:99999/api"
+    try:
+        try:
+            raise ValueError(f"bad port in {url}")
+        except ValueError as inner:
+            raise u3.LocationParseError(url) from inner
+    except u3.LocationParseError as exc:
+        error = exc
+    redact_exception(error)
+    assert "PASS" not in repr(error)
+    assert "PASS" not in repr(vars(error))
+    assert "PASS" not in repr(error.__cause__)
+    assert b"PASS" not in pickle.dumps(error)
+    redact_exception(None)  # nothing to do
