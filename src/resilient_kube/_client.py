@@ -17,6 +17,7 @@ import kubernetes.dynamic
 import kubernetes.watch
 import urllib3
 
+from . import _fork
 from ._connection import PoolContext, install_pools
 from ._credentials import ConfigurationCredentials
 from ._dns import DnsCache
@@ -111,6 +112,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             calls=functools.partial(self._counters.value, "requests"),
             clock=clock,
         )
+        self._budget = budget
         credentials = ConfigurationCredentials(self.configuration, self.events)
         self._endpoints: EndpointSet | None = None
         self._health: HealthChecker | None = None
@@ -138,6 +140,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
                 timeout=settings.health_timeout,
             )
             self._health.start()
+        _fork.register(self, _after_fork)  # locks and the thread pool, in a forked child
 
     @classmethod
     def set_default(cls, default: ApiClient | None) -> None:
@@ -309,6 +312,7 @@ class ClientFactory:
         self._apis: dict[type[Any], Any] = {}
         self._dynamic: kubernetes.dynamic.DynamicClient | None = None
         self._lock = threading.Lock()
+        _fork.register(self, _factory_after_fork)
 
     @property
     def settings(self) -> Settings:
@@ -423,3 +427,30 @@ class ClientFactory:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _after_fork(api_client: ApiClient) -> None:
+    """In a forked child: fresh locks (counters, events, limiter, retry budget), no thread pool.
+
+    A lock held by a parent thread at the fork stays held in the child. The workers of the
+    official client's ``async_req`` thread pool did not survive the fork: a request handed to
+    them would never run, so the child builds its own pool on first use.
+    """
+    api_client._counters._after_fork()
+    api_client.events._after_fork()
+    if api_client._limiter is not None:
+        api_client._limiter._after_fork()
+    api_client._budget._after_fork()
+    if api_client._health is not None:  # its thread did not survive the fork
+        api_client._health.after_fork()
+    if getattr(api_client, "_pool", None) is not None:
+        # Kept, never used: its finalizer would write to a pipe the parent's pool still reads.
+        api_client._rk_parent_pool = api_client._pool
+        api_client._pool = None
+    if hasattr(api_client, "_pool_lock"):  # kubernetes 37 guards the pool with it
+        api_client._pool_lock = threading.Lock()
+
+
+def _factory_after_fork(factory: ClientFactory) -> None:
+    """In a forked child: a new lock (``dynamic()`` holds it while it reads discovery)."""
+    factory._lock = threading.Lock()

@@ -8,6 +8,9 @@ as ``kubernetes`` applies them, and swaps in the pool classes below. They add th
 * close a pooled connection that idled past ``pool_idle_timeout`` before reusing it, so that a
   load balancer's silent idle cut-off never eats a request;
 * close a pooled connection whose address has left the DNS answer, so traffic follows DNS.
+
+In a forked child, the manager lets go of every pooled connection (``forget_pools``): they are
+the parent's, and two processes writing requests on one connection would garble both.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,13 +29,15 @@ import urllib3.connection
 import urllib3.exceptions as u3
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from . import _fork
 from ._dialer import create_connection
-from ._dns import DnsCache
+from ._dns import DnsCache, LookupTimeout
+from ._redact import redact_url
 from ._settings import Settings
 from ._stats import Counters
 from ._watchdog import current as current_watch
 
-__all__ = ["PoolContext", "install_pools", "socket_options"]
+__all__ = ["PoolContext", "forget_pools", "install_pools", "socket_options"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,12 @@ class _ConnectionMixin:
             )
         except socket.gaierror as exc:
             raise u3.NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        except LookupTimeout as exc:
+            # The connect timeout ran out while the name was still being looked up: a timeout
+            # (retried for every verb, nothing was sent), not an answer about the name.
+            raise u3.ConnectTimeoutError(
+                self, f"Resolving {self.host} timed out. (connect timeout={self.timeout})"
+            ) from exc
         except TimeoutError as exc:
             raise u3.ConnectTimeoutError(
                 self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
@@ -171,6 +183,14 @@ class _PoolMixin:
         conn.rk_context = self.rk_context
         return conn
 
+    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if "@" in url:
+            # Through an HTTP proxy the whole URL is the request line: a password written into
+            # Configuration.host would go to the proxy and into urllib3's log. RFC 9110 §4.2.4:
+            # a target URI carries no userinfo (credentials travel in headers).
+            url = redact_url(url, remove=True)
+        return super().urlopen(method, url, *args, **kwargs)  # type: ignore[misc]
+
     def _get_conn(self, timeout: float | None = None) -> Any:
         conn = super()._get_conn(timeout)  # type: ignore[misc]
         watch = current_watch()
@@ -236,6 +256,7 @@ def install_pools(
     connection of an attempt (``_watchdog``); SOCKS pools keep socket timeouts instead.
     """
     settings = context.settings
+    _fork.register(manager, forget_pools)
     pool_kw = manager.connection_pool_kw
     pool_kw["maxsize"] = settings.pool_maxsize
     pool_kw["block"] = False
@@ -250,3 +271,24 @@ def install_pools(
         "https": functools.partial(ResilientHTTPSConnectionPool, rk_context=context),  # type: ignore[dict-item]
     }
     return True
+
+
+def forget_pools(manager: urllib3.PoolManager) -> None:
+    """In a forked child: drop every pool of ``manager`` and the parent's connections in them.
+
+    The child's copy of each pooled socket is closed, which leaves the parent's connection
+    as it was: nothing is sent (``close()`` sends no TLS close_notify and no shutdown).
+    The pools are closed as ``PoolManager.clear`` closes them, so the transport's remembered
+    route lets go too, and the next request opens a new pool and a new connection. No lock the
+    parent's threads may have held at the fork is taken: the container gets a new one, and the
+    pools' queues are read directly.
+    """
+    pools = manager.pools
+    pools.lock = threading.RLock()
+    for key in pools.keys():  # noqa: SIM118  (the container refuses iteration)
+        pool = pools[key]
+        queue, pool.pool = pool.pool, None  # closed: urllib3 never takes from it again
+        for conn in list(queue.queue) if queue is not None else ():
+            if conn is not None:
+                conn.close()
+    pools.clear()

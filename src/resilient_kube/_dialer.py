@@ -5,20 +5,24 @@ other, each with the full connect timeout: when the first address of an API serv
 every new connection waits ``connect_timeout`` before it tries the second. Here the next address is
 started ``stagger`` seconds (RFC 8305 §5 "Connection Attempt Delay", 250 ms recommended) after the
 previous one, or at once when the previous one fails; the first to connect wins and the others are
-closed. The whole dial, DNS included, is bounded by the connect timeout.
+closed. The whole dial, DNS included, is bounded by the connect timeout: the lookup may take only
+what the timeout leaves, and the connects get what the lookup left.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import math
 import os
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from ._dns import DnsCache, interleave
+from ._dns import DnsCache, LookupTimeout, interleave
 
 __all__ = ["create_connection"]
 
@@ -46,7 +50,8 @@ def create_connection(
         host: a name or an IP literal (brackets allowed).
         port: the TCP port.
         timeout: seconds for the whole dial (name resolution included); None waits for the
-            operating system. The connected socket keeps this timeout, as with urllib3.
+            operating system. The connected socket keeps what the dial left of it, so that what
+            follows before the request (a proxy's ``CONNECT``, the TLS handshake) fits in it too.
         source_address: ``(ip, port)`` to bind before connecting.
         socket_options: ``(level, option, value)`` set before connecting (urllib3's
             ``socket_options``, e.g. ``TCP_NODELAY`` and keepalive).
@@ -54,6 +59,7 @@ def create_connection(
 
     Raises:
         socket.gaierror: the name did not resolve.
+        LookupTimeout: the name did not resolve within ``timeout`` (a ``TimeoutError``).
         TimeoutError: no address connected within ``timeout`` (``socket.timeout`` is this class).
         OSError: every address failed; the last error is raised (e.g. ``ConnectionRefusedError``).
     """
@@ -64,7 +70,7 @@ def create_connection(
     deadline = math.inf if timeout is None else started + timeout
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    candidates = _resolve(cache, host, port)
+    candidates = _resolve(cache, host, port, timeout)
     if not candidates:  # Defensive: getaddrinfo never returns an empty list
         raise OSError("getaddrinfo returns an empty list")
 
@@ -142,30 +148,71 @@ def create_connection(
     if winner is not None:
         if cache is not None:
             cache.report_success(host, attempts[winner])
-        winner.settimeout(timeout)
+        # urllib3 keeps the connect timeout on the socket for the TLS handshake: a full one after
+        # a slow lookup would let the connect phase, and the call's deadline, overrun.
+        winner.settimeout(None if math.isinf(deadline) else max(deadline - time.monotonic(), 0.001))
         return winner
     if timed_out or last_error is None:
         raise TimeoutError(f"timed out connecting to {host}:{port} after {timeout} s")
     raise last_error
 
 
-def _resolve(cache: DnsCache | None, host: str, port: int) -> list[_Address]:
+def _resolve(cache: DnsCache | None, host: str, port: int, timeout: float | None) -> list[_Address]:
+    """The addresses to try, looked up within ``timeout`` seconds (None: as long as it takes)."""
     if cache is None:
         # The stock path: urllib3's allowed_gai_family() asks for IPv4 only without IPv6 support.
         wanted = socket.AF_UNSPEC if socket.has_ipv6 else socket.AF_INET
-        infos = socket.getaddrinfo(host, port, wanted, socket.SOCK_STREAM)
+        infos = _getaddrinfo(host, port, wanted, timeout)
         by_address: dict[str, _Address] = {}
         for family, _, _, _, sockaddr in infos:
             if isinstance(sockaddr[0], str):  # Defensive: AF_INET and AF_INET6 only
                 by_address.setdefault(sockaddr[0], (int(family), sockaddr))
         return [by_address[a] for a in interleave(list(by_address))]
     out: list[_Address] = []
-    for address in cache.resolve(host):
+    for address in cache.resolve(host, timeout):
         if ":" in address:
             out.append((socket.AF_INET6, (address, port, 0, 0)))
         else:
             out.append((socket.AF_INET, (address, port)))
     return out
+
+
+def _getaddrinfo(
+    host: str, port: int, family: int, timeout: float | None
+) -> list[tuple[int, int, int, str, tuple[str, int] | tuple[str, int, int, int]]]:
+    """``socket.getaddrinfo``, given up on after ``timeout`` seconds.
+
+    getaddrinfo cannot be interrupted (glibc waits out resolv.conf's ``timeout`` and
+    ``attempts``), so with a limit it runs on a thread of its own, which this call stops waiting
+    for; the thread ends when glibc gives up. An IP literal needs no lookup and no thread.
+    """
+    if timeout is None or _is_literal(host):
+        return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)  # type: ignore[return-value]
+    outcome: list[Any] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the caller, which raises it
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="resilient_kube-getaddrinfo", daemon=True).start()
+    if not done.wait(max(timeout, 0.0)):
+        raise LookupTimeout(f"the DNS lookup of {host!r} did not finish within {timeout:.3g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]  # type: ignore[no-any-return]
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])  # a scope id: fe80::1%eth0
+    except ValueError:
+        return False
+    return True
 
 
 def _start(

@@ -19,6 +19,10 @@ module resolves with dnspython and keeps the answers:
   resolv.conf search list (a pod's ``ndots:5`` turns one lookup into up to 4 + 4 queries).
 * IP literals and ``/etc/hosts`` names bypass DNS, as with ``hosts: files dns`` in nsswitch.conf.
 * One lookup per name and record type is in flight however many threads miss at once.
+* A caller with a time limit (``resolve(host, timeout=...)``, the dial's connect timeout) waits no
+  longer than that: the lookup goes on in the background and its answer is kept for the next
+  call, and an expired answer is served meanwhile if there is one (RFC 8767 §5, the client
+  response timer).
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from . import _fork
 from ._settings import parse_nameserver
 
-__all__ = ["DnsCache", "DnsStats"]
+__all__ = ["DnsCache", "DnsStats", "LookupTimeout"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,13 @@ _MESSAGES = {
     socket.EAI_AGAIN: "Temporary failure in name resolution",
     _EAI_NODATA: "No address associated with hostname",
 }
+
+
+class LookupTimeout(TimeoutError):
+    """``DnsCache.resolve`` ran out of its caller's time before the lookup finished.
+
+    The lookup itself goes on (up to the cache's own ``timeout``), and its answer is kept.
+    """
 
 
 class DnsStats(NamedTuple):
@@ -311,19 +323,28 @@ class DnsCache:
         self._hits = self._misses = self._stale_served = self._failures = self._queries = 0
         self._lookup_seconds = 0.0
         self._resolver = self._make_resolver(nameservers)
+        _fork.register(self, DnsCache._after_fork)
 
     # --- public interface ----------------------------------------------------------------------
 
-    def resolve(self, host: str) -> list[str]:
+    def resolve(self, host: str, timeout: float | None = None) -> list[str]:
         """Return the addresses to connect to, in the order to try them.
 
         IPv6 and IPv4 are interleaved (RFC 8305 §4) and an address reported failed within the last
         ``FAILURE_MEMORY`` seconds comes last. An IP literal is returned as it is (without
         brackets); a name in the hosts file gets its addresses from there, without DNS.
 
+        Args:
+            host: a name or an IP literal.
+            timeout: the longest this call may wait for a lookup (what the caller's own time
+                limit leaves); None waits up to the cache's ``timeout``. A lookup still running
+                then goes on in the background, and an expired answer is served meanwhile if
+                there is one (RFC 8767 §5).
+
         Raises:
             socket.gaierror: ``EAI_NONAME`` for NXDOMAIN, ``EAI_AGAIN`` when the lookup failed and
                 there is nothing stale to serve, ``EAI_NODATA`` when the name has no A or AAAA.
+            LookupTimeout: ``timeout`` ran out before an answer came, with nothing to serve.
         """
         literal = _literal(host)
         if literal is not None:
@@ -366,18 +387,27 @@ class DnsCache:
         for key, flight in background:
             if not self._submit(key, flight):
                 self._release(key, flight)
+        pending: set[_Key] = set()
         if lookups:
-            self._lookup(lookups)
+            pending = self._lookup(lookups, timeout)
             now = self._clock()
             with self._lock:
                 for i, key in enumerate(keys):
-                    if key in lookups:
-                        entry = self._entries.get(key)
-                        used = entries[i] = self._after_lookup(entry, now)
-                        stale = stale or (used is entry and used.failing)
+                    if key not in lookups:
+                        continue
+                    entry = self._entries.get(key)
+                    if key in pending and (entry is None or now >= entry.expires):
+                        # Out of the caller's time: an expired answer is better than none.
+                        if entry is not None and entry.addresses and now < entry.stale_until:
+                            entries[i] = entry
+                            stale = True
+                        continue
+                    pending.discard(key)  # answered just after the wait ended
+                    used = entries[i] = self._after_lookup(entry, now)
+                    stale = stale or (used is entry and used.failing)
                 if stale:
                     self._stale_served += 1
-        return self._answer(host, name, entries, now)
+        return self._answer(host, name, entries, now, pending=pending, timeout=timeout)
 
     def is_current(self, host: str, address: str) -> bool:
         """False once ``address`` has left the cached answer for ``host``; never waits on I/O.
@@ -451,6 +481,20 @@ class DnsCache:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's workers, lookups in flight and locks.
+
+        The pool's threads did not survive the fork, so a lookup handed to it would never run
+        and its in-flight slot would never be freed: every later miss would wait for it in vain
+        (``timeout`` + 1 s) and that record type would never be asked again. A lock held by a
+        parent thread at the fork would stay held. The answers themselves stay valid.
+        """
+        self._lock = threading.Lock()
+        self._hosts._lock = threading.Lock()
+        self._inflight = {}
+        # Not shut down: its queue and locks are the parent's. A new pool starts on demand.
+        self._pool = None
 
     def __repr__(self) -> str:
         servers = [f"{ns.address}:{ns.port}" for ns in self._nameservers]
@@ -536,9 +580,20 @@ class DnsCache:
                 del self._inflight[key]
         flight.done.set()
 
-    def _lookup(self, keys: list[_Key]) -> None:
-        """Look ``keys`` up in parallel (RFC 8305 §3), joining lookups other threads started."""
-        waits: list[_Flight] = []
+    def _lookup(self, keys: list[_Key], timeout: float | None) -> set[_Key]:
+        """Look ``keys`` up in parallel (RFC 8305 §3), joining lookups other threads started.
+
+        Waits at most ``timeout`` (None: the cache's ``timeout`` and a second) and returns the
+        keys whose lookups were still running then.
+        """
+        started = time.monotonic()
+        limit = self._timeout + 1.0
+        # A caller with a time limit leaves every query to the pool, so that a lookup still
+        # running when the caller stops waiting goes on, and its answer is kept.
+        bounded = timeout is not None
+        if timeout is not None:
+            limit = min(limit, max(timeout, 0.0))
+        waits: list[tuple[_Key, _Flight]] = []
         mine: list[tuple[_Key, _Flight]] = []
         with self._lock:
             for key in keys:
@@ -546,25 +601,40 @@ class DnsCache:
                 if flight is None:
                     flight = self._inflight[key] = _Flight()
                     mine.append((key, flight))
-                waits.append(flight)
-        # All but the last on the pool; the last one in this thread.
-        for key, flight in mine[:-1]:
+                waits.append((key, flight))
+        # All but the last on the pool; the last one in this thread unless time is limited.
+        pending: set[_Key] = set()
+        for key, flight in mine if bounded else mine[:-1]:
             if not self._submit(key, flight):
-                self._fly(key, flight)
-        if mine:
+                # The cache is closed: look up here, within the caller's time.
+                left = min(max(limit - (time.monotonic() - started), 0.0), self._timeout)
+                if not self._fly(key, flight, lifetime=left):
+                    pending.add(key)
+        if mine and not bounded:
             self._fly(*mine[-1])
-        deadline = time.monotonic() + self._timeout + 1.0
-        for flight in waits:
-            flight.done.wait(max(0.0, deadline - time.monotonic()))
+        deadline = started + limit
+        for key, flight in waits:
+            if not flight.done.wait(max(0.0, deadline - time.monotonic())):
+                pending.add(key)
+        return pending
 
-    def _fly(self, key: _Key, flight: _Flight) -> None:
-        """Query ``key``, store the outcome and release the threads waiting for it."""
+    def _fly(self, key: _Key, flight: _Flight, lifetime: float | None = None) -> bool:
+        """Query ``key``, store the outcome and release the threads waiting for it.
+
+        Returns False when the query ran out of a ``lifetime`` shorter than the cache's
+        ``timeout``: nothing was stored.
+        """
         try:
-            self._query(key)
+            return self._query(key, lifetime)
         finally:
             self._release(key, flight)
 
-    def _query(self, key: _Key) -> None:
+    def _query(self, key: _Key, lifetime: float | None = None) -> bool:
+        """Query ``key`` and store the outcome; False if it ran out of a cut ``lifetime``.
+
+        ``lifetime`` below the cache's ``timeout`` is a caller's shorter limit: running out of
+        it says nothing about the resolver, so that timeout is not cached as a failure.
+        """
         name, rdtype = key
         started = time.perf_counter()
         addresses: tuple[str, ...] | None = None
@@ -584,17 +654,21 @@ class DnsCache:
                     now=self._clock(),
                     reason=str(exc),
                 )
-            return
+            return True
         try:
             answer = self._resolver.resolve(
                 qname,
                 rdtype,
                 search=False,
                 raise_on_no_answer=False,
+                lifetime=lifetime,
             )
         except dns.resolver.NXDOMAIN:
             addresses, error, reason = (), socket.EAI_NONAME, "NXDOMAIN"
         except (dns.exception.DNSException, OSError, ValueError) as exc:
+            cut = lifetime is not None and lifetime < self._timeout
+            if cut and isinstance(exc, dns.exception.Timeout):
+                return False
             error, reason = socket.EAI_AGAIN, f"{type(exc).__name__}: {exc}"
         else:
             # The smallest TTL along the CNAME chain and of the answer; for NODATA, RFC 2308 §5's
@@ -613,6 +687,7 @@ class DnsCache:
             if error:
                 self._failures += 1
             self._store(key, addresses=addresses, error=error, ttl=ttl, now=now, reason=reason)
+        return True
 
     def _store(
         self,
@@ -665,11 +740,25 @@ class DnsCache:
 
     # --- answers -------------------------------------------------------------------------------
 
-    def _answer(self, host: str, name: str, entries: list[_Entry | None], now: float) -> list[str]:
+    def _answer(
+        self,
+        host: str,
+        name: str,
+        entries: list[_Entry | None],
+        now: float,
+        *,
+        pending: set[_Key],
+        timeout: float | None,
+    ) -> list[str]:
         v6, v4 = ((entry.addresses or ()) if entry is not None else () for entry in entries)
         if v6 or v4:
             return self._order(name, _merge(v6, v4) if v6 and v4 else list(v6 or v4), now)
         codes = {entry.error for entry in entries if entry is not None}
+        if pending and socket.EAI_NONAME not in codes:
+            waited = self._timeout + 1.0 if timeout is None else timeout
+            raise LookupTimeout(
+                f"the DNS lookup of {host!r} did not finish within {max(waited, 0.0):.3g} s"
+            )
         if socket.EAI_NONAME in codes:
             code, detail = socket.EAI_NONAME, "NXDOMAIN"
         elif socket.EAI_AGAIN in codes:

@@ -5,7 +5,8 @@ Phases, in order (a failed phase skips the ones that need it)::
     kubeconfig -> dns -> tcp -> tls (https only) -> version -> list -> clock
 
 Credentials are read from the kubeconfig the way ``kubernetes`` reads them and sent only to the API
-server; no token, key or ``Authorization`` header is ever part of the report.
+server; no token, key or ``Authorization`` header is ever part of the report, and a password in the
+server URL (``https://user:password@host``) is masked wherever the report shows it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from urllib.parse import urlsplit
 
 import kubernetes.client
 import kubernetes.config
+
+from ._redact import redact_url
 
 __all__ = [
     "JSON_SCHEMA",
@@ -135,7 +138,7 @@ def _ms(seconds: float) -> float:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = redact_url(str(exc)) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
 
 
@@ -470,7 +473,7 @@ def run_doctor(
     first.seconds = time.monotonic() - began
     walk = _Walk(configuration)
     first.details = {
-        "server": configuration.host,
+        "server": redact_url(configuration.host),
         "context": context,
         "credentials": _credential_kind(configuration),
         "certificate_authority": "set" if configuration.ssl_ca_cert else "system CAs",
@@ -517,7 +520,7 @@ def run_doctor(
             )
     recommendations = _recommend(walk, notes) if not failed else {}
     return DoctorReport(
-        server=configuration.host,
+        server=redact_url(configuration.host),
         context=context,
         kubeconfig=kubeconfig,
         embedded=embedded,

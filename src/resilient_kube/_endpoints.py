@@ -248,6 +248,12 @@ class HealthChecker:
     def start(self) -> None:
         self._thread.start()
 
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread is gone; check from a new one."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="resilient-kube-health", daemon=True)
+        self._thread.start()
+
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():

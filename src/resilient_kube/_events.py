@@ -123,6 +123,10 @@ class Fanout(EventSink):
         """This fanout's own sinks, then the process-wide ones."""
         return self._own + _EVERYWHERE
 
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (one a parent thread held at the fork stays held)."""
+        self._lock = threading.Lock()
+
     def add(self, sink: EventSink) -> None:
         """Subscribe ``sink`` to every later event."""
         with self._lock:

@@ -361,6 +361,10 @@ class TokenBucket:
         self._interval = interval
         self._tau = (self._cap - 1) * interval
 
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (one a parent thread held at the fork stays held)."""
+        self._lock = threading.Lock()
+
 
 def _seconds(seconds: float) -> str:
     """A wait for a message: ``0.250s``, or ``more than a day`` for the absurd ones."""

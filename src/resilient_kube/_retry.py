@@ -66,3 +66,7 @@ class RetryBudget:
                 return False
             retries.append(now)
             return True
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (one a parent thread held at the fork stays held)."""
+        self._lock = threading.Lock()

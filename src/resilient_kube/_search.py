@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import dns.resolver
 
-from ._dns import DnsCache
+from ._dns import DnsCache, LookupTimeout
 
 __all__ = ["SearchingDnsCache", "system_search"]
 
@@ -69,30 +70,36 @@ class SearchingDnsCache(DnsCache):
         """The full name that answered for ``host`` (``host`` itself until a walk found one)."""
         return self._winners.get(host.lower(), host) if self._short(host) else host
 
-    def resolve(self, host: str) -> list[str]:
+    def resolve(self, host: str, timeout: float | None = None) -> list[str]:
         if not self._short(host):
-            return super().resolve(host)
+            return super().resolve(host, timeout)
         key = host.lower()
         winner = self._winners.get(key)
         if winner is not None:
             try:
-                return super().resolve(winner)
+                return super().resolve(winner, timeout)
             except socket.gaierror as exc:
                 if exc.errno != socket.EAI_NONAME:
                     raise  # a resolver outage: the cache serves stale or fails; no new walk
                 self._winners.pop(key, None)
-        with self._walk_lock:  # one walk at a time: threads that waited find the winner
+        # One walk at a time (threads that waited find the winner), all within ``timeout``.
+        ends_at = None if timeout is None else time.monotonic() + timeout
+        if not self._walk_lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            raise LookupTimeout(f"Resolving {host} timed out")
+        try:
             winner = self._winners.get(key)
             if winner is not None:
-                return super().resolve(winner)
-            return self._walk(key)
+                return super().resolve(winner, _left(ends_at))
+            return self._walk(key, ends_at)
+        finally:
+            self._walk_lock.release()
 
-    def _walk(self, host: str) -> list[str]:
+    def _walk(self, host: str, ends_at: float | None) -> list[str]:
         candidates = [host, *(f"{host}.{domain}" for domain in self._search)]
         first: socket.gaierror | None = None
         for candidate in candidates:
             try:
-                addresses = super().resolve(candidate)
+                addresses = super().resolve(candidate, _left(ends_at))
             except socket.gaierror as exc:
                 if exc.errno not in (socket.EAI_NONAME, socket.EAI_NODATA):
                     raise  # the resolver failed: a later candidate would not be more right
@@ -111,6 +118,10 @@ class SearchingDnsCache(DnsCache):
 
     def report_success(self, host: str, address: str) -> None:
         super().report_success(self._name(host), address)
+
+
+def _left(ends_at: float | None) -> float | None:
+    return None if ends_at is None else max(ends_at - time.monotonic(), 0.0)
 
 
 def _is_literal(host: str) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Final, TypedDict, Unpack
 
+from ._redact import redact_url
 from .errors import ConfigError
 
 __all__ = ["DEFAULT_SETTINGS", "Settings", "Tuning"]
@@ -170,8 +171,8 @@ def _endpoints(name: str, value: object) -> tuple[str, ...] | None:
         try:
             schemes.add(parse_endpoint(entry)[0])
         except ValueError as exc:
-            raise ConfigError(
-                f"{name} entry {entry!r} is not 'scheme://host[:port]': {exc}"
+            raise ConfigError(  # never a password in a message
+                f"{name} entry {redact_url(entry)!r} is not 'scheme://host[:port]': {exc}"
             ) from None
     if len(schemes) > 1:
         raise ConfigError(f"{name}={value!r} mixes http and https: they share one identity")

@@ -135,6 +135,10 @@ class Counters(EventSink):
             self._retry_reasons[reason] += 1
             self._backoff_seconds += wait
 
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (one a parent thread held at the fork stays held)."""
+        self._lock = threading.Lock()
+
     def transport_stats(self) -> TransportStats:
         return TransportStats(*(self.value(name) for name in TransportStats._fields))
 

@@ -11,11 +11,11 @@ Everything else is one tree::
     ├── ResourceExpired(.., kubernetes ApiException)           410 Gone: the watched version was compacted
     └── TransportError(ResilientKubeError, urllib3 MaxRetryError)
         ├── TimeoutException(urllib3 TimeoutError, TransportError)
-        │   ├── ConnectTimeout(.., urllib3 ConnectTimeoutError)  no TCP connection in connect_timeout
+        │   ├── ConnectTimeout(.., urllib3 ConnectTimeoutError)  no connection (DNS too) in connect_timeout
         │   ├── ReadTimeout(.., urllib3 ReadTimeoutError)        no byte from the server in read_timeout
         │   ├── DeadlineExceeded                                  the whole call ran out of its deadline
         │   └── RateLimitTimeout(.wait)                           the limiter's wait would not fit
-        ├── NameResolutionError(.., urllib3 NameResolutionError)  DNS failed for .host
+        ├── NameResolutionError(.., urllib3 NameResolutionError)  DNS failed for .host (NXDOMAIN, SERVFAIL)
         ├── ConnectError(.., urllib3 NewConnectionError)          refused, unreachable
         ├── ConnectionReset(.., urllib3 ProtocolError)            reset, closed or truncated mid-call
         ├── TLSError (.reason is urllib3's SSLError)               handshake or certificate failure
@@ -48,6 +48,8 @@ from typing import Any
 
 import urllib3.exceptions as u3
 from kubernetes.client.exceptions import ApiException
+
+from ._redact import redact_exception, redact_url
 
 __all__ = [
     "ConfigError",
@@ -102,7 +104,9 @@ class TransportError(ResilientKubeError, u3.MaxRetryError):
     Args:
         message: what happened, naming the phase (DNS, connect, TLS, read).
         method: the HTTP verb of the call.
-        url: the URL of the call (no credentials are ever part of it).
+        url: the URL of the call. A password in it (``https://user:password@host``) is masked
+            here, as in ``message`` and in the ``url`` that urllib3's errors keep, so no copy of
+            the error (``str``, ``repr``, a pickle, a log line) holds it.
         attempts: wire attempts made before giving up.
         last_error: the last underlying exception, if any.
     """
@@ -117,12 +121,16 @@ class TransportError(ResilientKubeError, u3.MaxRetryError):
         last_error: BaseException | None = None,
     ) -> None:
         # Not MaxRetryError.__init__: it formats its own message from a pool we do not have.
+        message = redact_url(message)
         Exception.__init__(self, message)
         self.message = message
         self.method = method
-        self.url = url
+        self.url = redact_url(url)
         self.attempts = attempts
         self.last_error = last_error
+        # urllib3's errors keep the URL they failed on, and may quote it; they are pickled and
+        # printed with this one.
+        redact_exception(last_error)
         # The attributes urllib3's parents expose, so handlers written for them keep working.
         self.reason: Exception | None = last_error if isinstance(last_error, Exception) else None
 
@@ -152,7 +160,7 @@ class TimeoutException(u3.TimeoutError, TransportError):
 
 
 class ConnectTimeout(TimeoutException, u3.ConnectTimeoutError):
-    """No TCP connection (or TLS handshake) within ``connect_timeout``."""
+    """No connection within ``connect_timeout``: name resolution, TCP and TLS handshakes included."""
 
 
 class ReadTimeout(TimeoutException, u3.ReadTimeoutError):

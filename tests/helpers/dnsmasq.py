@@ -53,10 +53,17 @@ class Dnsmasq:
         ttl: ``--local-ttl``, the TTL of every answer.
         port: a fixed port (53 lets glibc use it through a resolv.conf); 0 picks a free one.
         log_queries: write one log line per query (``--log-queries``), counted by ``queries()``.
+        domains: the domains it answers for (``--local``); names elsewhere are refused.
     """
 
     def __init__(
-        self, workdir: Path, *, ttl: int = 7, log_queries: bool = True, port: int = 0
+        self,
+        workdir: Path,
+        *,
+        ttl: int = 7,
+        log_queries: bool = True,
+        port: int = 0,
+        domains: Iterable[str] = ("kube.test",),
     ) -> None:
         self.workdir = workdir
         self.ttl = ttl
@@ -69,6 +76,8 @@ class Dnsmasq:
         self._lock = threading.Lock()
         self._fixed_port = port
         self.port = port
+        #: Domains answered locally (NXDOMAIN for unknown names in them); others are refused.
+        self.domains = tuple(domains)
 
     @property
     def nameserver(self) -> str:
@@ -94,7 +103,7 @@ class Dnsmasq:
                 f"--user={user}",
                 f"--group={group}",
                 f"--pid-file={self.workdir / 'dnsmasq.pid'}",
-                "--local=/kube.test/",
+                *(f"--local=/{domain}/" for domain in self.domains),
                 f"--hostsdir={self.hostsdir}",
                 f"--local-ttl={self.ttl}",
                 f"--log-facility={self.log_path}",
@@ -116,7 +125,7 @@ class Dnsmasq:
             if self._proc is None or self._proc.poll() is not None:
                 return False
             try:
-                resolver.resolve(dns.name.from_text("ready.kube.test"), "A", search=False)
+                resolver.resolve(dns.name.from_text(f"ready.{self.domains[0]}"), "A", search=False)
             except dns.resolver.NXDOMAIN:
                 return True  # it answers
             except dns.exception.DNSException:

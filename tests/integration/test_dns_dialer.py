@@ -103,7 +103,10 @@ def test_black_holed_first_address_costs_one_stagger(
         sock = create_connection(cache, HOST, listeners.port, timeout=5.0, stagger=STAGGER)
     with sock:
         assert sock.getpeername() == ("127.0.0.3", listeners.port)
-        assert sock.gettimeout() == 5.0
+        # What the dial left of the 5 s, for the TLS handshake that may follow.
+        left = sock.gettimeout()
+        assert left is not None
+        assert 5.0 - elapsed() <= left <= 5.0 - STAGGER * 0.9
     # About one stagger, far from the 5 s connect timeout the sequential stock dialer would spend.
     assert STAGGER * 0.9 <= elapsed() < STAGGER + 0.5
     # The address that lost the race is tried last next time: the next dial is immediate.
