@@ -126,7 +126,20 @@ class _ConnectionMixin:
         return sock
 
     def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
+        try:
+            super().connect()  # type: ignore[misc]
+        except TimeoutError as exc:
+            # TCP is up (``_new_conn`` maps its own timeout): the TLS handshake or a proxy's
+            # CONNECT stalled. Still the connect phase: nothing was sent, so every verb may repeat
+            # it, and the limit that ran out is the connect timeout (urllib3 would call it a read
+            # timeout quoting the connect value).
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
+            raise u3.ConnectTimeoutError(
+                self,
+                f"TLS handshake with {self.host} timed out. (connect timeout={self.timeout})",
+            ) from exc
         watch = current_watch()
         if watch is not None and self.sock is not None:
             # Connected (a proxy's CONNECT and TLS included, under the connect timeout): from

@@ -20,7 +20,7 @@ import pytest
 import trustme
 from kubernetes import client
 
-from resilient_kube import ApiClient, ReadTimeout
+from resilient_kube import ApiClient, ConnectTimeout, ReadTimeout
 from resilient_kube.testing import FakeApiServer, Stall
 from tests.helpers.loopback import Relay, elapsed, raw_server
 
@@ -251,3 +251,27 @@ def test_a_server_gone_dark_is_cut_at_read_timeout() -> None:
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["error"] == "ReadTimeout"
     assert 1.5 <= result["took"] < 1.5 + 1.0
+
+
+def test_a_stalled_tls_handshake_is_a_connect_timeout_retried_for_post(
+    relays: list[Relay],
+) -> None:
+    # Issue 22, item 3: urllib3 reports a handshake that never completes as a read timeout
+    # quoting the connect value, after sending; nothing was sent, and the limit is the connect
+    # timeout.
+    def silent(conn: socket.socket) -> None:
+        relay.stop.wait(10)  # TCP accepted, TLS never answered
+
+    relay = Relay(silent)
+    relays.append(relay)
+    configuration = client.Configuration(host=f"https://127.0.0.1:{relay.port}")
+    api_client = ApiClient(configuration, connect_timeout=0.2, max_attempts=3, backoff_base=0.01)
+    took, error = elapsed(
+        lambda: client.CoreV1Api(api_client).create_namespaced_config_map("default", configmap("h"))
+    )
+    assert isinstance(error, ConnectTimeout)
+    assert error.attempts == 3  # before sending: a POST may repeat it
+    assert "connect timeout" in str(error)
+    assert "read timeout" not in str(error)
+    assert took < 3.0
+    api_client.close()
