@@ -95,7 +95,7 @@ def test_child_works_while_a_parent_thread_held_every_lock(server: FakeApiServer
                 dns._lock,
                 dns._hosts._lock,
                 api_client._limiter._lock,
-                api_client.rest_client.pool_manager.budget._lock,
+                api_client._budget._lock,
                 api_client._counters._lock,
                 api_client.events._lock,
             )
