@@ -221,6 +221,14 @@ def _dns_cache(settings: Settings, clock: Callable[[], float]) -> DnsCache:
     return DnsCache(**kwargs)
 
 
+def ready(api_client: ApiClient, *, timeout: float) -> bool:
+    """Whether the first of ``api_client``'s endpoints answers its health check now."""
+    assert api_client._endpoints is not None  # Defensive: only called with endpoints
+    transport = api_client.rest_client.pool_manager
+    credentials = ConfigurationCredentials(api_client.configuration, api_client.events)
+    return _ready(transport, credentials, api_client._endpoints.endpoints[0], timeout)
+
+
 def _ready(
     transport: Transport, credentials: ConfigurationCredentials, endpoint: Any, timeout: float
 ) -> bool:

@@ -23,7 +23,7 @@ import socket
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -451,9 +451,17 @@ def _load(
 
 
 def run_doctor(
-    kubeconfig: str | None = None, context: str | None = None, *, embedded: bool = False
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    embedded: bool = False,
+    endpoints: Sequence[str] = (),
 ) -> DoctorReport:
-    """Walk every phase against the kubeconfig's server and return the report (never raises)."""
+    """Walk every phase against the kubeconfig's server and return the report (never raises).
+
+    ``endpoints``: API servers given as ``endpoints=[...]``; each gets a phase of its own, the
+    client's health check (``GET /readyz`` with the configured host's identity).
+    """
     phases: list[Phase] = []
     notes: list[str] = []
     if embedded:
@@ -505,6 +513,7 @@ def run_doctor(
                 failed = True
     finally:
         walk.close()
+    phases.extend(_endpoint_phase(configuration, url) for url in endpoints)
     clock = Phase(name="clock")
     phases.append(clock)
     if walk.date_skew is None:
@@ -528,6 +537,35 @@ def run_doctor(
         recommendations=recommendations,
         notes=notes,
     )
+
+
+def _endpoint_phase(configuration: kubernetes.client.Configuration, url: str) -> Phase:
+    """One API server of ``endpoints=[...]``, checked as the client checks it."""
+    from ._client import ApiClient, ready
+
+    phase = Phase(name=f"endpoint {redact_url(url)}")
+    began = time.monotonic()
+    try:
+        api_client = ApiClient(configuration, endpoints=[url], health_interval=3600.0)
+    except Exception as exc:  # a bad URL: ConfigError names it
+        phase.status, phase.error = "failed", _describe(exc)
+        phase.hint = "endpoints are scheme://host[:port], all http or all https"
+        return phase
+    try:
+        answered = ready(api_client, timeout=READ_TIMEOUT)
+    except Exception as exc:  # the check's own failure is the finding
+        answered, phase.error = False, _describe(exc)
+    finally:
+        api_client.close()
+    phase.seconds = time.monotonic() - began
+    phase.details = {"ready": answered}
+    if not answered:
+        phase.status = "warning"
+        phase.hint = (
+            "this API server is not ready (GET /readyz with the configured host's TLS name and"
+            " credentials): calls go to the others until it passes its checks"
+        )
+    return phase
 
 
 def _version(walk: _Walk, phase: Phase) -> None:

@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         "--kubeconfig", metavar="FILE", help="kubeconfig (KUBECONFIG, ~/.kube/config)"
     )
     doctor.add_argument("--context", help="kubeconfig context (its current-context)")
+    doctor.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an API server of endpoints=[...] to check as the client does (repeatable)",
+    )
     doctor.add_argument("--json", action="store_true", help="print a JSON document instead")
     return parser
 
@@ -289,7 +296,9 @@ def _doctor(args: argparse.Namespace) -> int:
         embedded = kubeconfig is None and args.context is None
         if embedded:
             kubeconfig = stack.enter_context(_doctor.embedded_kubeconfig())
-        report = _doctor.run_doctor(kubeconfig, args.context, embedded=embedded)
+        report = _doctor.run_doctor(
+            kubeconfig, args.context, embedded=embedded, endpoints=args.endpoint
+        )
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         print()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,21 @@ def test_doctor_against_a_fake_server(
     assert {"connect_timeout", "read_timeout", "deadline", "qps", "burst"} <= set(recommendations)
     # Every recommendation is a valid setting.
     resilient_kube.Settings(**recommendations)
+
+
+def test_doctor_checks_each_endpoint_as_the_client_does(
+    fake_api_server: FakeApiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = fake_api_server.write_kubeconfig(tmp_path / "kubeconfig")
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"  # closed below: refuses
+    argv = ["doctor", "--kubeconfig", str(kubeconfig), "--endpoint", fake_api_server.url]
+    code, document = _doctor_json([*argv, "--endpoint", dead], capsys)
+    phases = _phases(document)
+    assert phases[f"endpoint {fake_api_server.url}"]["status"] == "ok"
+    assert phases[f"endpoint {fake_api_server.url}"]["details"] == {"ready": True}
+    assert phases[f"endpoint {dead}"]["status"] == "warning"  # the others carry the calls
+    assert code == 0
 
 
 def test_doctor_tls_phase(
