@@ -237,10 +237,10 @@ def _ready(
     authorization = credentials.current()
     if authorization:
         headers["authorization"] = authorization
-    pool = transport.endpoint_pool(endpoint)
+    pool, uri = transport.endpoint_route(endpoint, "/readyz")
     response = pool.urlopen(
         "GET",
-        "/readyz",
+        uri,
         headers=headers,
         retries=False,
         redirect=False,

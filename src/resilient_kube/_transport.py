@@ -482,15 +482,18 @@ class Transport(RequestMethods):
         assert self.endpoints is not None  # Defensive: only called with endpoints
         endpoint = self.endpoints.pick(avoid=wire.endpoint)
         wire.endpoint = endpoint
-        uri = call.url[len(self._origin) :] or "/"
+        return self.endpoint_route(endpoint, call.url[len(self._origin) :] or "/")
+
+    def endpoint_route(self, endpoint: Endpoint, uri: str) -> tuple[Any, str]:
+        """Where to send ``uri`` on ``endpoint``: its pool, or a plain-HTTP proxy's whole URL."""
         if not self._direct and endpoint.scheme == "http":
             return self.manager, endpoint.prefix + uri  # a plain-HTTP proxy takes whole URLs
         pool = endpoint.pool
         if pool is None or pool.pool is None:  # first use, or closed by clear()
-            pool = endpoint.pool = self.endpoint_pool(endpoint)
+            pool = endpoint.pool = self._endpoint_pool(endpoint)
         return pool, uri
 
-    def endpoint_pool(self, endpoint: Endpoint) -> Any:
+    def _endpoint_pool(self, endpoint: Endpoint) -> Any:
         """The connection pool for ``endpoint``, with the configured host's TLS name."""
         kwargs = None
         if endpoint.scheme == "https":

@@ -150,3 +150,34 @@ def test_http_proxy_is_used_and_no_proxy_bypasses_it(
     list_namespaces(configuration)
     assert len(proxy.forwarded) == 1  # bypassed
     assert server.request_count("list") == 2
+
+
+def test_endpoints_go_through_the_proxy_and_no_proxy_still_bypasses_it(
+    proxy: _ForwardProxy,
+) -> None:
+    with FakeApiServer() as first, FakeApiServer() as second:
+        configuration = first.configuration()
+        configuration.host = f"http://kubernetes.invalid:{first.port}"  # the identity, not dialed
+        configuration.proxy = f"http://127.0.0.1:{proxy.server_address[1]}"
+        api_client = ApiClient(configuration, endpoints=[first.url, second.url])
+        v1 = client.CoreV1Api(api_client)
+        v1.list_namespace()
+        v1.list_namespace()
+        calls = [url for url in proxy.forwarded if url.endswith("/api/v1/namespaces")]
+        assert sorted(calls) == sorted(
+            [f"{first.url}/api/v1/namespaces", f"{second.url}/api/v1/namespaces"]
+        )
+        # The health checks went through the proxy too, as whole URLs.
+        assert any(url.endswith("/readyz") for url in proxy.forwarded)
+        assert all(e.state == "healthy" for e in api_client.stats().endpoints)
+        api_client.close()
+        # no_proxy is matched against the configured host, as the official client does.
+        configuration.no_proxy = "kubernetes.invalid"
+        forwarded = len(proxy.forwarded)
+        api_client = ApiClient(
+            configuration, endpoints=[first.url, second.url], health_interval=3600
+        )
+        client.CoreV1Api(api_client).list_namespace()
+        api_client.close()
+        assert first.request_count("list") + second.request_count("list") == 3
+        assert len(proxy.forwarded) == forwarded  # bypassed
