@@ -275,6 +275,9 @@ class DnsCache:
         clock: seconds from a monotonic clock; injectable for tests.
         hosts_file: the hosts(5) file consulted before DNS.
 
+    The arguments are trusted: ``Settings`` validated them (``dns_*``), with errors that name
+    the setting.
+
     Example:
         >>> cache = DnsCache(nameservers=["127.0.0.1:5353"])
         >>> cache.resolve("127.0.0.1")
@@ -294,18 +297,6 @@ class DnsCache:
         clock: Callable[[], float] = time.monotonic,
         hosts_file: str = "/etc/hosts",
     ) -> None:
-        for name, value in (
-            ("min_ttl", min_ttl),
-            ("max_ttl", max_ttl),
-            ("negative_ttl", negative_ttl),
-            ("stale_ttl", stale_ttl),
-        ):
-            if not value >= 0:
-                raise ValueError(f"{name}={value!r} must be >= 0")
-        if min_ttl > max_ttl:
-            raise ValueError(f"min_ttl={min_ttl!r} must not exceed max_ttl={max_ttl!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout={timeout!r} must be > 0")
         self._min_ttl = float(min_ttl)
         self._max_ttl = float(max_ttl)
         self._negative_ttl = float(negative_ttl)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from resilient_kube import ConfigError, Settings
 from resilient_kube._dns import (
     FAILURE_MEMORY,
     HOSTS_CHECK_INTERVAL,
@@ -536,15 +537,16 @@ def test_is_current_keeps_connections_while_dns_fails(
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"min_ttl": -1.0},
-        {"negative_ttl": float("nan")},
-        {"min_ttl": 10.0, "max_ttl": 5.0},
-        {"timeout": 0.0},
+        {"dns_min_ttl": -1.0},
+        {"dns_negative_ttl": float("nan")},
+        {"dns_min_ttl": 10.0, "dns_max_ttl": 5.0},
+        {"dns_timeout": 0.0},
     ],
 )
-def test_bad_arguments_are_rejected(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
-        DnsCache(nameservers=["127.0.0.1:1"], **kwargs)
+def test_bad_arguments_are_rejected_by_settings_naming_the_setting(kwargs: dict[str, Any]) -> None:
+    # The cache trusts its arguments: Settings validates them, with the setting's name.
+    with pytest.raises(ConfigError, match=next(iter(kwargs))):
+        Settings.from_kwargs(**kwargs)
 
 
 def test_nameservers_default_to_resolv_conf_without_sending_anything() -> None:
