@@ -86,9 +86,11 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         self._limiter = (
             None
             if settings.qps is None
-            else TokenBucket(settings.qps, settings.burst, clock=clock, sleep=sleep)
+            else TokenBucket(
+                settings.qps, settings.burst, clock=clock, sleep=sleep, events=self.events
+            )
         )
-        self._dns = _dns_cache(settings, clock) if settings.dns_cache else None
+        self._dns = _dns_cache(settings, clock, self.events) if settings.dns_cache else None
         rest = self.rest_client
         # The official client's own retry layers must not stack on ours. urllib3's `retries` is
         # turned off in the pools (install_pools); kubernetes 37 also reads `retries` and
@@ -102,7 +104,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         manager = rest.pool_manager
         timed = install_pools(
             manager,
-            PoolContext(settings=settings, counters=self._counters, dns=self._dns, clock=clock),
+            PoolContext(settings=settings, events=self.events, dns=self._dns, clock=clock),
             keep_socket_options=getattr(self.configuration, "socket_options", None) is not None,
         )
         budget = RetryBudget(
@@ -200,7 +202,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             self._dns.close()
 
 
-def _dns_cache(settings: Settings, clock: Callable[[], float]) -> DnsCache:
+def _dns_cache(settings: Settings, clock: Callable[[], float], events: EventSink) -> DnsCache:
     """The client's DNS cache; one that walks the search list when there is one."""
     kwargs: dict[str, Any] = {
         "nameservers": settings.dns_nameservers,
@@ -210,6 +212,7 @@ def _dns_cache(settings: Settings, clock: Callable[[], float]) -> DnsCache:
         "stale_ttl": settings.dns_stale_ttl,
         "timeout": settings.dns_timeout,
         "clock": clock,
+        "events": events,
     }
     search, ndots = system_search()
     if settings.dns_search is not None:

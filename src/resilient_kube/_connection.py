@@ -20,7 +20,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +32,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from . import _fork
 from ._dialer import create_connection
 from ._dns import DnsCache, LookupTimeout
+from ._events import EventSink
 from ._redact import redact_url
 from ._settings import Settings
-from ._stats import Counters
 from ._watchdog import current as current_watch
 
 __all__ = ["PoolContext", "forget_pools", "install_pools", "socket_options"]
@@ -45,7 +45,8 @@ class PoolContext:
     """What every pool and connection of one client shares."""
 
     settings: Settings
-    counters: Counters
+    #: The client's event sink: connections opened, reused, expired and retired go there.
+    events: EventSink
     dns: DnsCache | None
     clock: Callable[[], float] = time.monotonic
 
@@ -122,7 +123,7 @@ class _ConnectionMixin:
             ) from exc
         peer = sock.getpeername()
         self.rk_address = str(peer[0])
-        context.counters.add("connections_opened")
+        context.events.connection(f"{self.host}:{self.port}", "opened")
         return sock
 
     def connect(self) -> None:
@@ -182,13 +183,15 @@ class _PoolMixin:
     rk_context: PoolContext
     #: Whether this pool's host is a name the DNS cache answers for (not an IP literal).
     rk_follows_dns: bool
-    rk_reused: Iterator[int]
+    rk_host: str
+    port: int | None
     host: str
 
     def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rk_context = rk_context
-        self.rk_reused = rk_context.counters.ticker("connections_reused")
+        #: ``host:port``, the label of this pool's connection events.
+        self.rk_host = f"{self.host}:{self.port}"
         self.rk_follows_dns = rk_context.dns is not None and not _is_ip_literal(self.host)
 
     def _new_conn(self) -> Any:
@@ -215,7 +218,7 @@ class _PoolMixin:
         idle_timeout = context.settings.pool_idle_timeout
         if idle_timeout is not None and context.clock() - conn.rk_released_at > idle_timeout:
             conn.close()
-            context.counters.add("connections_expired")
+            context.events.connection(self.rk_host, "expired")
         elif (
             self.rk_follows_dns
             and conn.rk_address is not None
@@ -223,9 +226,9 @@ class _PoolMixin:
             and not context.dns.is_current(conn._dns_host, conn.rk_address)
         ):
             conn.close()
-            context.counters.add("connections_retired")
+            context.events.connection(self.rk_host, "retired")
         else:
-            next(self.rk_reused)
+            context.events.connection(self.rk_host, "reused")
         return conn
 
     def _put_conn(self, conn: Any) -> None:

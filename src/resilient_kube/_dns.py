@@ -48,6 +48,7 @@ import dns.rdatatype
 import dns.resolver
 
 from . import _fork
+from ._events import EventSink
 from ._settings import parse_nameserver
 
 __all__ = ["DnsCache", "DnsStats", "LookupTimeout"]
@@ -274,6 +275,8 @@ class DnsCache:
             (dnspython's ``lifetime``); each server gets an equal share.
         clock: seconds from a monotonic clock; injectable for tests.
         hosts_file: the hosts(5) file consulted before DNS.
+        events: the client's event sink; each lookup of a name (not a literal or a hosts-file
+            name) is reported as ``hit``, ``miss``, ``stale`` or ``error`` with its seconds.
 
     The arguments are trusted: ``Settings`` validated them (``dns_*``), with errors that name
     the setting.
@@ -296,7 +299,10 @@ class DnsCache:
         timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         hosts_file: str = "/etc/hosts",
+        events: EventSink | None = None,
     ) -> None:
+        #: Where every lookup is reported (``dns_lookup``): the client's event sink.
+        self._events = events if events is not None else EventSink()
         self._min_ttl = float(min_ttl)
         self._max_ttl = float(max_ttl)
         self._negative_ttl = float(negative_ttl)
@@ -348,6 +354,20 @@ class DnsCache:
         if from_hosts is not None:
             return self._order(name, interleave(from_hosts), now)
 
+        started = time.monotonic()
+        try:
+            addresses, result = self._resolve_name(host, name, now, timeout)
+        except Exception:
+            self._events.dns_lookup(name, "error", time.monotonic() - started)
+            raise
+        self._events.dns_lookup(name, result, time.monotonic() - started)
+        return addresses
+
+    def _resolve_name(
+        self, host: str, name: str, now: float, timeout: float | None
+    ) -> tuple[list[str], str]:
+        """``resolve`` past the literal and hosts-file answers: the addresses, and whether the
+        cache had them (``hit``), served them expired (``stale``) or asked (``miss``)."""
         keys = ((name, _AAAA), (name, _A))
         entries: list[_Entry | None] = [None, None]
         lookups: list[_Key] = []
@@ -398,7 +418,8 @@ class DnsCache:
                     stale = stale or (used is entry and used.failing)
                 if stale:
                     self._stale_served += 1
-        return self._answer(host, name, entries, now, pending=pending, timeout=timeout)
+        result = "miss" if lookups else "stale" if stale else "hit"
+        return self._answer(host, name, entries, now, pending=pending, timeout=timeout), result
 
     def is_current(self, host: str, address: str) -> bool:
         """False once ``address`` has left the cached answer for ``host``; never waits on I/O.

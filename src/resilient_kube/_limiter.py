@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
+from ._events import EventSink
 from .errors import RateLimitTimeout
 
 __all__ = ["LimiterStats", "TokenBucket"]
@@ -119,6 +120,7 @@ class TokenBucket:
         "_changed_at",
         "_clock",
         "_decreased_at",
+        "_events",
         "_floor",
         "_flow_schemas",
         "_interval",
@@ -143,7 +145,10 @@ class TokenBucket:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        events: EventSink | None = None,
     ) -> None:
+        #: Told of every change of the effective rate (``rate_changed``).
+        self._events = events if events is not None else EventSink()
         self._qps = float(qps)
         self._burst = burst
         self._clock = clock
@@ -360,6 +365,7 @@ class TokenBucket:
         self._rate = rate
         self._interval = interval
         self._tau = (self._cap - 1) * interval
+        self._events.rate_changed(rate)
 
     def _after_fork(self) -> None:
         """In a forked child: a new lock (one a parent thread held at the fork stays held)."""

@@ -92,6 +92,7 @@ class Counters(EventSink):
         "_attempts",
         "_backoff_seconds",
         "_clock",
+        "_connections",
         "_counts",
         "_last_event_at",
         "_lock",
@@ -107,6 +108,10 @@ class Counters(EventSink):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._counts = {name: itertools.count() for name in self._NAMES}
         self._attempts = self._counts["attempts"]
+        self._connections = {
+            event: self._counts[f"connections_{event}"]
+            for event in ("opened", "reused", "expired", "retired")
+        }
         self._lock = threading.Lock()
         self._clock = clock
         self._retry_reasons: Counter[str] = Counter()
@@ -174,6 +179,9 @@ class Counters(EventSink):
             next(self._counts["failures"])
         if stop == "budget":
             next(self._counts["budget_refusals"])
+
+    def connection(self, host: str, event: str) -> None:
+        next(self._connections[event])
 
     # --- watches (EventSink) ---------------------------------------------------------------
 
