@@ -22,7 +22,7 @@ class RotatingToken:
 
     def __call__(self, configuration: client.Configuration) -> None:
         with self.lock:
-            configuration.api_key["BearerToken"] = self.current
+            configuration.api_key["authorization"] = self.current
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_a_401_fetches_fresh_credentials_and_replays_once(auth_server: FakeApiSe
     def lagging_hook(configuration: client.Configuration) -> None:
         if not sent_old.is_set():
             sent_old.set()
-            configuration.api_key["BearerToken"] = "stale"  # the first read is behind
+            configuration.api_key["authorization"] = "stale"  # the first read is behind
         else:
             original(configuration)
 
@@ -84,7 +84,7 @@ def test_a_second_401_is_final(auth_server: FakeApiServer) -> None:
     # replayed once, rejected again: final.
     tokens = iter(f"wrong-{n}" for n in range(100))
     api_client.configuration.refresh_api_key_hook = lambda configuration: (
-        configuration.api_key.update(BearerToken=next(tokens))
+        configuration.api_key.update(authorization=next(tokens))
     )
     auth_server.reset_stats()
     with pytest.raises(client.ApiException) as caught:

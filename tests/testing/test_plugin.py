@@ -16,7 +16,7 @@ def test_kube_configuration_points_at_the_server(
     fake_api_server: FakeApiServer, kube_configuration: client.Configuration
 ) -> None:
     assert kube_configuration.host == fake_api_server.url
-    assert kube_configuration.get_api_key_with_prefix("BearerToken") == (
+    assert kube_configuration.auth_settings()["BearerToken"]["value"] == (
         f"Bearer {fake_api_server.token}"
     )
 

@@ -360,8 +360,10 @@ class FakeApiServer:
 
         config = Configuration(
             host=self.url,
-            api_key={"BearerToken": self._token},
-            api_key_prefix={"BearerToken": "Bearer"},
+            # "authorization" is the key every release reads: kubernetes 37 keeps "BearerToken"
+            # with "authorization" as its alias, 31-36 know only "authorization".
+            api_key={"authorization": self._token},
+            api_key_prefix={"authorization": "Bearer"},
         )
         if self._tls is not None:
             config.ssl_ca_cert = str(self._tls.ca_cert)
