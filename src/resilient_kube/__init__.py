@@ -13,12 +13,13 @@ from ._dns import DnsStats
 from ._events import EventSink
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
-from ._stats import RetryStats, Stats, TransportStats, WatchStats
+from ._stats import CredentialStats, RetryStats, Stats, TransportStats, WatchStats
 from .errors import (
     ConfigError,
     ConnectError,
     ConnectionReset,
     ConnectTimeout,
+    CredentialError,
     DeadlineExceeded,
     NameResolutionError,
     RateLimitTimeout,
@@ -42,6 +43,8 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "ConnectionReset",
+    "CredentialError",
+    "CredentialStats",
     "DeadlineExceeded",
     "DnsStats",
     "EventSink",

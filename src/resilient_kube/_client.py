@@ -17,7 +17,7 @@ import kubernetes.dynamic
 import kubernetes.watch
 
 from ._connection import PoolContext, install_pools
-from ._credentials import ConfigurationCredentials
+from ._credentials import CredentialSpec, install_credentials, kubeconfig_credentials
 from ._dns import DnsCache
 from ._events import EventSink, Fanout
 from ._limiter import TokenBucket
@@ -44,6 +44,9 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         configuration: a ``kubernetes.client.Configuration``; None uses the default one.
         header_name, header_value, cookie, pool_threads: as in the official client.
         settings: a ``Settings`` object to start from (keyword arguments override it).
+        credential_spec: where the credentials come from when a source can refresh them (a
+            token file, an exec plugin; ``ClientFactory`` finds it); None: the configuration's
+            own ``refresh_api_key_hook``.
         clock, sleep: monotonic time and how to wait; tests inject fakes.
         **tuning: any ``Settings`` field, e.g. ``read_timeout=10, qps=None``.
 
@@ -64,6 +67,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         pool_threads: int = 1,
         *,
         settings: Settings | None = None,
+        credential_spec: CredentialSpec | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         **tuning: Unpack[Tuning],
@@ -123,19 +127,23 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             self.events,
             self._counters.ticker("requests"),
             limiter=self._limiter,
-            credentials=ConfigurationCredentials(self.configuration, self.events),
+            credentials=install_credentials(
+                self.configuration, credential_spec, self.events, clock=clock
+            ),
             timed=timed,
             sleep=sleep,
         )
 
     def stats(self) -> Stats:
-        """A snapshot of this client's counters: transport, retries, limiter and DNS."""
+        """A snapshot of this client's counters: transport, retries, limiter, DNS, watches and
+        credentials."""
         return Stats(
             transport=self._counters.transport_stats(),
             retry=self._counters.retry_stats(),
             limiter=None if self._limiter is None else self._limiter.stats(),
             dns=None if self._dns is None else self._dns.stats(),
             watch=self._counters.watch_stats(),
+            credentials=self._counters.credential_stats(),
         )
 
     def subscribe(self, sink: EventSink) -> None:
@@ -163,15 +171,16 @@ def _load_configuration(
     kubeconfig: str | os.PathLike[str] | None,
     context: str | None,
     in_cluster: bool | None,
-) -> kubernetes.client.Configuration:
-    """Load configuration the way the official client does, in the same order of preference."""
+) -> tuple[kubernetes.client.Configuration, CredentialSpec | None]:
+    """Load configuration the way the official client does, in the same order of preference,
+    and say where its credentials come from when a source can refresh them."""
     if configuration is not None:
         if kubeconfig is not None or context is not None or in_cluster:
             raise ConfigError(
                 "configuration= was given together with kubeconfig=, context= or in_cluster=True;"
                 " pass one source of configuration"
             )
-        return configuration
+        return configuration, None
     if in_cluster and (kubeconfig is not None or context is not None):
         raise ConfigError("in_cluster=True cannot be combined with kubeconfig= or context=")
     loaded = kubernetes.client.Configuration()
@@ -183,16 +192,14 @@ def _load_configuration(
         )
     if use_cluster:
         kubernetes.config.load_incluster_config(client_configuration=loaded)
-    else:
-        # kubernetes reads KUBECONFIG once, at import; read it now so a later change counts.
-        # The value may list several files; kubernetes merges them.
-        config_file = os.environ.get("KUBECONFIG") if kubeconfig is None else os.fspath(kubeconfig)
-        kubernetes.config.load_kube_config(
-            config_file=config_file or None,
-            context=context,
-            client_configuration=loaded,
-        )
-    return loaded
+        # The loader re-reads the token once a minute; the kubelet rotates it when it likes.
+        token_file = kubernetes.config.incluster_config.SERVICE_TOKEN_FILENAME
+        return loaded, CredentialSpec(token_file=token_file)
+    # kubernetes reads KUBECONFIG once, at import; read it now so a later change counts.
+    # The value may list several files; kubernetes merges them.
+    config_file = os.environ.get("KUBECONFIG") if kubeconfig is None else os.fspath(kubeconfig)
+    spec = kubeconfig_credentials(config_file or None, context, loaded)
+    return loaded, spec
 
 
 class ClientFactory:
@@ -224,8 +231,10 @@ class ClientFactory:
         **tuning: Unpack[Tuning],
     ) -> None:
         settings = Settings.from_kwargs(settings, **tuning)
-        self.configuration = _load_configuration(configuration, kubeconfig, context, in_cluster)
-        self.api_client = ApiClient(self.configuration, settings=settings)
+        self.configuration, spec = _load_configuration(
+            configuration, kubeconfig, context, in_cluster
+        )
+        self.api_client = ApiClient(self.configuration, settings=settings, credential_spec=spec)
         self._apis: dict[type[Any], Any] = {}
         self._dynamic: kubernetes.dynamic.DynamicClient | None = None
         self._lock = threading.Lock()
