@@ -128,7 +128,11 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             self._counters.ticker("requests"),
             limiter=self._limiter,
             credentials=install_credentials(
-                self.configuration, credential_spec, self.events, clock=clock
+                self.configuration,
+                credential_spec,
+                self.events,
+                exec_timeout=settings.exec_timeout,
+                clock=clock,
             ),
             timed=timed,
             sleep=sleep,

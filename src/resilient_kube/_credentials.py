@@ -15,31 +15,43 @@ Sources (``docs/credentials.md`` has the rules):
   GCP and OIDC auth-providers of the kubeconfig loader).
 * ``TokenFileCredentials``: a bearer token read from a file (the in-cluster service-account token,
   a kubeconfig ``tokenFile``), read again when the file changes and after a 401.
+* ``ExecCredentials``: an exec plugin (``client.authentication.k8s.io/v1`` and ``v1beta1``), run
+  once for every thread (single flight) within ``exec_timeout`` and the call's deadline, its
+  credential cached until shortly before its ``expirationTimestamp``, or until a 401.
 
 No token ever appears in a log record, an error or a ``repr``.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import copy
+import datetime
+import json
 import logging
 import math
 import os
+import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from kubernetes.config import kube_config
 
 from ._events import EventSink
-from .errors import CredentialError
+from .errors import ConfigError, CredentialError
 
 __all__ = [
     "CHECK_INTERVAL",
     "ConfigurationCredentials",
     "CredentialSpec",
     "Credentials",
+    "ExecConfig",
+    "ExecCredentials",
     "TokenFileCredentials",
     "install_credentials",
 ]
@@ -237,6 +249,407 @@ class TokenFileCredentials:
         self._events.credential_refresh(self.source, time.monotonic() - started, True)
 
 
+#: The exec credential API versions client-go still speaks (v1alpha1 was removed in 1.24).
+EXEC_API_VERSIONS: Final = (
+    "client.authentication.k8s.io/v1",
+    "client.authentication.k8s.io/v1beta1",
+)
+
+#: ``interactiveMode`` values; plugins run here never get a terminal.
+_INTERACTIVE_MODES: Final = ("Never", "IfAvailable", "Always")
+
+#: An exec credential is fetched again this long before it expires: a fifth of its lifetime, at
+#: most ``_MAX_MARGIN`` (client-go uses none, the Python loader five minutes, which re-runs a
+#: plugin on every call when its credentials live less than that).
+_MARGIN_SHARE: Final = 0.2
+_MAX_MARGIN: Final = 30.0
+#: A credential is used at least this long, even one that arrives expired or about to: a plugin
+#: that always hands out the same soon-expiring token must not run on every call.
+_MIN_REUSE: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExecConfig:
+    """A kubeconfig ``users[].user.exec`` section, checked.
+
+    ``env`` and ``cluster`` stay out of the ``repr``: either may hold a secret.
+    """
+
+    command: str
+    args: tuple[str, ...] = ()
+    api_version: str = "client.authentication.k8s.io/v1"
+    #: ``Never``, ``IfAvailable`` or ``Always`` (which cannot work here: no terminal).
+    interactive_mode: str = "IfAvailable"
+    #: Added to the process environment.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: The ``spec.cluster`` sent in ``KUBERNETES_EXEC_INFO`` (``provideClusterInfo: true``).
+    cluster: Mapping[str, Any] | None = field(default=None, repr=False)
+    #: The directory the plugin runs in (the kubeconfig's, as the official client does).
+    cwd: str | None = None
+
+    @classmethod
+    def from_kubeconfig(
+        cls, section: Mapping[str, Any], cluster: Mapping[str, Any] | None, *, base_path: str
+    ) -> ExecConfig:
+        """Check an ``exec`` section and resolve it against the kubeconfig's directory.
+
+        Raises:
+            ConfigError: a field is missing or has a value client-go would refuse; the message
+                names the field and the value.
+        """
+        command = section.get("command")
+        if not isinstance(command, str) or not command:
+            raise ConfigError(f"kubeconfig exec: command={command!r} must be a program to run")
+        api_version = section.get("apiVersion")
+        if api_version not in EXEC_API_VERSIONS:
+            raise ConfigError(
+                f"kubeconfig exec: apiVersion={api_version!r} is not supported; use one of"
+                f" {', '.join(EXEC_API_VERSIONS)}"
+            )
+        args = section.get("args") or []
+        if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+            raise ConfigError("kubeconfig exec: args must be a list of strings")
+        mode = section.get("interactiveMode") or "IfAvailable"
+        if mode not in _INTERACTIVE_MODES:
+            raise ConfigError(
+                f"kubeconfig exec: interactiveMode={mode!r} must be one of"
+                f" {', '.join(_INTERACTIVE_MODES)}"
+            )
+        env: dict[str, str] = {}
+        for item in section.get("env") or []:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ConfigError("kubeconfig exec: every env entry needs a name and a value")
+            env[item["name"]] = str(item.get("value", ""))
+        # client-go resolves a command with a path separator against the kubeconfig's
+        # directory; a bare name is looked up on PATH.
+        if os.sep in command and not os.path.isabs(command) and base_path:
+            command = os.path.normpath(os.path.join(base_path, command))
+        cluster_info = (
+            _exec_cluster(cluster, base_path)
+            if section.get("provideClusterInfo") and cluster is not None
+            else None
+        )
+        return cls(
+            command=command,
+            args=tuple(args),
+            api_version=api_version,
+            interactive_mode=mode,
+            env=env,
+            cluster=cluster_info,
+            cwd=base_path or None,
+        )
+
+    @property
+    def name(self) -> str:
+        """The program, as errors name it (never its arguments: they may hold a secret)."""
+        return os.path.basename(self.command)
+
+
+def _exec_cluster(cluster: Mapping[str, Any], base_path: str) -> dict[str, Any]:
+    """The kubeconfig cluster as client-go's ``ExecCredential.spec.cluster`` describes it."""
+    info: dict[str, Any] = {"server": cluster.get("server", "")}
+    if cluster.get("tls-server-name"):
+        info["tlsServerName"] = cluster["tls-server-name"]
+    if cluster.get("insecure-skip-tls-verify"):
+        info["insecureSkipTLSVerify"] = True
+    ca_data = cluster.get("certificate-authority-data")
+    ca_file = cluster.get("certificate-authority")
+    if ca_data:
+        info["certificateAuthorityData"] = ca_data
+    elif isinstance(ca_file, str) and ca_file:
+        try:
+            with open(os.path.join(base_path, ca_file), "rb") as file:
+                info["certificateAuthorityData"] = base64.b64encode(file.read()).decode()
+        except OSError:
+            pass  # the loader reports a missing CA file itself
+    if cluster.get("proxy-url"):
+        info["proxyURL"] = cluster["proxy-url"]
+    if cluster.get("disable-compression"):
+        info["disableCompression"] = True
+    for extension in cluster.get("extensions") or []:
+        if isinstance(extension, dict) and extension.get("name") == _EXEC_EXTENSION:
+            info["config"] = extension.get("extension")
+    return info
+
+
+#: The cluster extension whose value a plugin gets as ``spec.cluster.config``.
+_EXEC_EXTENSION: Final = "client.authentication.k8s.io/exec"
+
+
+@dataclass(frozen=True, slots=True)
+class _ExecResult:
+    """What one plugin run gave, and until when it is good (monotonic seconds)."""
+
+    header: str | None = field(repr=False)
+    certificate: bytes | None = field(repr=False)
+    key: bytes | None = field(repr=False)
+    #: Fetch a new one from here on; None: keep it until a 401.
+    refresh_at: float | None
+    #: The server takes it until here; None: no expiry given.
+    expires_at: float | None
+
+
+class _Flight:
+    """One plugin run that every thread needing it waits for (single flight)."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: _ExecResult | None = None
+        self.error: CredentialError | None = None
+
+
+class ExecCredentials:
+    """Credentials from an exec plugin, run once for every thread and cached until they expire.
+
+    A credential with an ``expirationTimestamp`` is fetched again a little before it (a fifth
+    of its lifetime, at most 30 s); until then threads keep using it, and inside that margin
+    one thread fetches while the others still send the old one. One without an expiry is kept
+    until a 401. One run at a time: every thread that needs a credential while the plugin runs
+    waits for that run and takes its outcome, success or failure.
+
+    A run is bounded by ``timeout`` (``Settings.exec_timeout``) and, after a 401, by the call's
+    deadline; a plugin that does not finish is killed with its process group. The plugin gets
+    no terminal: ``interactiveMode: Always`` fails clearly. ``KUBERNETES_EXEC_INFO`` carries
+    ``spec.interactive: false`` and, with ``provideClusterInfo``, ``spec.cluster``. Its stderr is
+    discarded and its stdout is parsed, never logged or put in an error.
+
+    Args:
+        config: the plugin (``ExecConfig.from_kubeconfig``).
+        events: where each run is reported (``credential_refresh("exec", seconds, ok)``).
+        timeout: the longest a run may take.
+        on_certificate: called with (certificate PEM, key PEM) when a run returns client
+            certificate data that differs from the last.
+        clock: monotonic time; wall: epoch time (to read ``expirationTimestamp``).
+    """
+
+    source = "exec"
+
+    def __init__(
+        self,
+        config: ExecConfig,
+        events: EventSink,
+        *,
+        timeout: float = 30.0,
+        on_certificate: Callable[[bytes, bytes], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._events = events
+        self._timeout = timeout
+        self._on_certificate = on_certificate
+        self._clock = clock
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._result: _ExecResult | None = None
+        self._flight: _Flight | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(command={self.config.name!r})"
+
+    def current(self) -> str | None:
+        """The header to send now, running the plugin when there is none or it is due.
+
+        None when the plugin gives a client certificate and no token.
+
+        Raises:
+            CredentialError: the plugin failed, hung or printed no ExecCredential.
+        """
+        result = self._result
+        if result is not None:
+            now = self._clock()
+            if result.refresh_at is None or now < result.refresh_at:
+                return result.header
+            if result.expires_at is not None and now < result.expires_at:
+                # Due but still good: one thread fetches, the others keep sending this one.
+                fresh = self._fetch(result, None, wait=False)
+                return (fresh or result).header
+        fresh = self._fetch(result, None, wait=True)
+        assert fresh is not None  # Defensive: a waiting fetch returns a result or raises
+        return fresh.header
+
+    def refresh(self, rejected: str | None, deadline_at: float | None) -> str | None:
+        result = self._result
+        if result is not None and result.header != rejected:
+            return result.header  # another thread fetched after this call's header was made
+        fresh = self._fetch(result, deadline_at, wait=True)
+        assert fresh is not None  # Defensive: a waiting fetch returns a result or raises
+        return fresh.header if fresh.header != rejected else None
+
+    def _fetch(
+        self, seen: _ExecResult | None, deadline_at: float | None, *, wait: bool
+    ) -> _ExecResult | None:
+        """A result newer than ``seen``: the one a finished flight left, the running flight's,
+        or a new run's. Without ``wait``, None while another thread runs the plugin."""
+        with self._lock:
+            if self._result is not seen:
+                return self._result
+            flight = self._flight
+            runner = flight is None
+            if flight is None:
+                flight = self._flight = _Flight()
+        if runner:
+            try:
+                flight.result = self._run(deadline_at)
+            except CredentialError as exc:
+                flight.error = exc
+            finally:
+                with self._lock:
+                    if flight.result is not None:
+                        self._result = flight.result
+                    self._flight = None
+                flight.done.set()
+        elif not wait:
+            return None
+        else:
+            limit = self._timeout + 1.0  # the runner's own timeout ends it before this
+            if deadline_at is not None:
+                limit = min(limit, deadline_at - self._clock())
+            if not flight.done.wait(max(limit, 0.0)):
+                raise CredentialError(
+                    f"exec plugin {self.config.name!r} did not finish within the call's deadline",
+                    command=self.config.name,
+                )
+        if flight.error is not None:
+            raise copy.copy(flight.error)  # each thread its own: a traceback is per raise
+        return flight.result
+
+    def _run(self, deadline_at: float | None) -> _ExecResult:
+        """Run the plugin once and read its ExecCredential; report the run."""
+        started = self._clock()
+        ok = False
+        try:
+            result = self._execute(deadline_at)
+            ok = True
+            return result
+        finally:
+            self._events.credential_refresh(self.source, self._clock() - started, ok)
+
+    def _execute(self, deadline_at: float | None) -> _ExecResult:
+        config = self.config
+        name = config.name
+        if config.interactive_mode == "Always":
+            raise CredentialError(
+                f"exec plugin {name!r} asks for a terminal (interactiveMode: Always);"
+                " resilient_kube runs plugins without one",
+                command=name,
+            )
+        timeout, limit = self._timeout, f"exec_timeout={self._timeout:g}s"
+        if deadline_at is not None and deadline_at - self._clock() < timeout:
+            timeout, limit = max(deadline_at - self._clock(), 0.0), "the call's deadline"
+        info: dict[str, Any] = {
+            "apiVersion": config.api_version,
+            "kind": "ExecCredential",
+            "spec": {"interactive": False},
+        }
+        if config.cluster is not None:
+            info["spec"]["cluster"] = dict(config.cluster)
+        env = {**os.environ, **config.env, "KUBERNETES_EXEC_INFO": json.dumps(info)}
+        try:
+            process = subprocess.Popen(  # the user's kubeconfig names the plugin
+                [config.command, *config.args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # may hold the credential: never read
+                cwd=config.cwd,
+                env=env,
+                start_new_session=True,  # its own process group, killed whole on timeout
+            )
+        except OSError as exc:
+            raise CredentialError(
+                f"exec plugin {name!r} could not start: {exc.strerror}", command=name
+            ) from None
+        try:
+            stdout, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            raise CredentialError(
+                f"exec plugin {name!r} did not finish within {limit}; it was killed",
+                command=name,
+            ) from None
+        status = process.returncode
+        if status != 0:
+            how = (
+                f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+            )
+            raise CredentialError(
+                f"exec plugin {name!r} {how} (its output is not shown: it may hold credentials)",
+                command=name,
+                exit_status=status,
+            )
+        return self._parse(stdout)
+
+    def _parse(self, stdout: bytes) -> _ExecResult:
+        name = self.config.name
+
+        def bad(what: str) -> CredentialError:
+            return CredentialError(
+                f"exec plugin {name!r} printed {what} (its output is not shown: it may hold"
+                " credentials)",
+                command=name,
+                exit_status=0,
+            )
+
+        try:
+            document = json.loads(stdout)
+        except ValueError:
+            raise bad("no JSON") from None
+        if not isinstance(document, dict) or document.get("kind") != "ExecCredential":
+            raise bad("no ExecCredential")
+        if document.get("apiVersion") != self.config.api_version:
+            raise bad(f"an ExecCredential of another apiVersion than {self.config.api_version}")
+        status = document.get("status")
+        if not isinstance(status, dict):
+            raise bad("an ExecCredential without a status")
+        token = status.get("token")
+        certificate = status.get("clientCertificateData")
+        key = status.get("clientKeyData")
+        if bool(certificate) != bool(key):
+            raise bad("a client certificate without its key, or a key without its certificate")
+        if not (isinstance(token, str) and token) and not certificate:
+            raise bad("neither a token nor a client certificate")
+        if certificate and not (isinstance(certificate, str) and isinstance(key, str)):
+            raise bad("client certificate data that is not text")
+        refresh_at = expires_at = None
+        expiry = status.get("expirationTimestamp")
+        if expiry is not None:
+            try:
+                when = datetime.datetime.fromisoformat(str(expiry).replace("Z", "+00:00"))
+                if when.tzinfo is None:
+                    raise ValueError("no time zone")
+            except ValueError:
+                raise bad("an expirationTimestamp that is not RFC 3339") from None
+            now = self._clock()
+            lifetime = when.timestamp() - self._wall()
+            margin = min(_MAX_MARGIN, max(lifetime, 0.0) * _MARGIN_SHARE)
+            refresh_at = max(now + lifetime - margin, now + _MIN_REUSE)
+            expires_at = max(now + lifetime, refresh_at)
+        if certificate and self._on_certificate is not None:
+            assert isinstance(key, str)  # Defensive: checked above
+            last = self._result
+            pem, key_pem = certificate.encode(), key.encode()
+            if last is None or (last.certificate, last.key) != (pem, key_pem):
+                self._on_certificate(pem, key_pem)
+        return _ExecResult(
+            header=f"Bearer {token}" if isinstance(token, str) and token else None,
+            certificate=certificate.encode() if isinstance(certificate, str) else None,
+            key=key.encode() if isinstance(key, str) else None,
+            refresh_at=refresh_at,
+            expires_at=expires_at,
+        )
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """Kill a plugin that ran out of time, with whatever it started, and reap it."""
+    with contextlib.suppress(ProcessLookupError):  # it ended on its own just now
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 @dataclass(frozen=True, slots=True)
 class CredentialSpec:
     """Where a loaded configuration's credentials come from, when a source can refresh them.
@@ -247,6 +660,8 @@ class CredentialSpec:
 
     #: A bearer token file (in-cluster, or a kubeconfig ``tokenFile``).
     token_file: str | None = None
+    #: A kubeconfig exec plugin.
+    exec_config: ExecConfig | None = None
 
 
 def install_credentials(
@@ -254,6 +669,7 @@ def install_credentials(
     spec: CredentialSpec | None,
     events: EventSink,
     *,
+    exec_timeout: float = 30.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> Credentials:
     """Build the source ``spec`` names, install it as the configuration's hook and return it.
@@ -261,7 +677,11 @@ def install_credentials(
     Without a spec, the configuration's own hook stays (``ConfigurationCredentials``).
     """
     if spec is not None and spec.token_file is not None:
-        source = TokenFileCredentials(spec.token_file, events, clock=clock)
+        source: _HeaderSource = TokenFileCredentials(spec.token_file, events, clock=clock)
+        install_hook(configuration, source)
+        return source
+    if spec is not None and spec.exec_config is not None:
+        source = ExecCredentials(spec.exec_config, events, timeout=exec_timeout, clock=clock)
         install_hook(configuration, source)
         return source
     return ConfigurationCredentials(configuration, events)
@@ -294,4 +714,17 @@ def _spec_for_user(loader: Any) -> CredentialSpec | None:
     if isinstance(token_file, str) and token_file:
         base = loader._get_base_path(user.path)
         return CredentialSpec(token_file=os.path.normpath(os.path.join(base, token_file)))
+    exec_section = user.safe_get("exec")
+    if isinstance(exec_section, dict):
+        cluster = loader._cluster
+        config = ExecConfig.from_kubeconfig(
+            exec_section,
+            cluster.value if cluster is not None else None,
+            base_path=loader._get_base_path(cluster.path if cluster is not None else None),
+        )
+        # The loader would run the plugin now, with no timeout: the source runs it on the first
+        # call instead. The loader gets a copy of the user without it (the file is untouched).
+        user_section = {key: value for key, value in user.value.items() if key != "exec"}
+        loader._user = type(user)(user.name, user_section, user.path)
+        return CredentialSpec(exec_config=config)
     return None

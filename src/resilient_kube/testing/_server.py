@@ -353,6 +353,13 @@ class FakeApiServer:
         """Rotate the bearer token: from now on only ``value`` is accepted (``authenticate``)."""
         self._token = value
 
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether ``authenticate`` lets in a request with this ``Authorization`` header.
+
+        Only ``Bearer <token>``; a subclass may take more (tokens that carry their own expiry).
+        """
+        return authorization == f"Bearer {self._token}"
+
     def configuration(self) -> Configuration:
         """Return a ready ``kubernetes.client.Configuration`` for this server."""
         from kubernetes.client import Configuration
@@ -799,7 +806,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route.kind == "health":
             self._send(200, b"ok", content_type="text/plain; charset=utf-8")
             return
-        if app._authenticate and self.headers.get("Authorization") != f"Bearer {app.token}":
+        if app._authenticate and not app.accepts(self.headers.get("Authorization")):
             self._send_json(401, status_body(401, "Unauthorized"))
             return
         truncate = isinstance(fault, TruncatedBody)
