@@ -131,12 +131,23 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
                 self.configuration,
                 credential_spec,
                 self.events,
+                manager,
                 exec_timeout=settings.exec_timeout,
                 clock=clock,
             ),
             timed=timed,
             sleep=sleep,
         )
+
+    def update_params_for_auth(self, headers: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        """The official client's, without an ``authorization`` header that has no value.
+
+        An exec plugin may hand out a client certificate and no token: its source then has no
+        header to give, where kubernetes would put None.
+        """
+        super().update_params_for_auth(headers, *args, **kwargs)
+        if "authorization" in headers and headers["authorization"] is None:
+            del headers["authorization"]
 
     def stats(self) -> Stats:
         """A snapshot of this client's counters: transport, retries, limiter, DNS, watches and

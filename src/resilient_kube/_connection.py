@@ -75,6 +75,8 @@ class _ConnectionMixin:
     rk_context: PoolContext
     rk_address: str | None = None
     rk_released_at: float = 0.0
+    #: The pool's ``rk_generation`` when this connection was (re)connected.
+    rk_generation: int = 0
 
     # Attributes of urllib3's HTTPConnection that this mixin reads.
     sock: socket.socket | None
@@ -157,6 +159,9 @@ class _PoolMixin:
     rk_context: PoolContext
     #: Whether this pool's host is a name the DNS cache answers for (not an IP literal).
     rk_follows_dns: bool
+    #: Raised when the client certificate, key or CA files change (``_credentials``): a pooled
+    #: connection made before is closed at checkout and connects again with the new files.
+    rk_generation: int = 0
     rk_reused: Iterator[int]
     host: str
 
@@ -177,13 +182,15 @@ class _PoolMixin:
         if watch is not None:
             watch.attach(conn)
         context = self.rk_context
+        generation = self.rk_generation
         if conn.sock is None:  # new, or dropped and reset by urllib3: it will connect afresh
+            conn.rk_generation = generation
             return conn
         idle_timeout = context.settings.pool_idle_timeout
         if idle_timeout is not None and context.clock() - conn.rk_released_at > idle_timeout:
             conn.close()
             context.counters.add("connections_expired")
-        elif (
+        elif conn.rk_generation != generation or (
             self.rk_follows_dns
             and conn.rk_address is not None
             and context.dns is not None
@@ -193,6 +200,7 @@ class _PoolMixin:
             context.counters.add("connections_retired")
         else:
             next(self.rk_reused)
+        conn.rk_generation = generation  # reused as it is, or connecting afresh
         return conn
 
     def _put_conn(self, conn: Any) -> None:

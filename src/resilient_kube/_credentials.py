@@ -17,7 +17,10 @@ Sources (``docs/credentials.md`` has the rules):
   a kubeconfig ``tokenFile``), read again when the file changes and after a 401.
 * ``ExecCredentials``: an exec plugin (``client.authentication.k8s.io/v1`` and ``v1beta1``), run
   once for every thread (single flight) within ``exec_timeout`` and the call's deadline, its
-  credential cached until shortly before its ``expirationTimestamp``, or until a 401.
+  credential cached until shortly before its ``expirationTimestamp``, or until a 401; its client
+  certificate and key, if it gives them, written where new connections load them.
+* ``CertificateFiles``: client certificate, key and CA files rotated on disk; pooled connections
+  made with the old ones are retired.
 
 No token ever appears in a log record, an error or a ``repr``.
 """
@@ -32,21 +35,25 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from kubernetes.config import kube_config
 
-from ._events import EventSink
+from ._events import EventSink, Fanout
 from .errors import ConfigError, CredentialError
 
 __all__ = [
     "CHECK_INTERVAL",
+    "CertificateFiles",
     "ConfigurationCredentials",
     "CredentialSpec",
     "Credentials",
@@ -54,6 +61,8 @@ __all__ = [
     "ExecCredentials",
     "TokenFileCredentials",
     "install_credentials",
+    "kubeconfig_credentials",
+    "retire_connections",
 ]
 
 log = logging.getLogger(__name__)
@@ -400,7 +409,7 @@ class _Flight:
         self.error: CredentialError | None = None
 
 
-class ExecCredentials:
+class ExecCredentials(EventSink):
     """Credentials from an exec plugin, run once for every thread and cached until they expire.
 
     A credential with an ``expirationTimestamp`` is fetched again a little before it (a fifth
@@ -448,6 +457,13 @@ class ExecCredentials:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(command={self.config.name!r})"
+
+    def call_started(self, method: str, host: str, headers: dict[str, str]) -> None:
+        # A plugin that gives a client certificate and no token leaves the official client no
+        # header to ask for (and so no hook to run): its expiry is watched here.
+        result = self._result
+        if result is not None and result.header is None:
+            self.current()
 
     def current(self) -> str | None:
         """The header to send now, running the plugin when there is none or it is due.
@@ -650,6 +666,128 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
         process.stdout.close()
 
 
+def retire_connections(manager: Any) -> None:
+    """Every connection pooled now is closed at its next checkout (``_connection``'s pools) and
+    connects again with the certificate, key and CA files as they are then.
+
+    A connection busy with a call finishes it first: retired gracefully, like client-go's
+    certificate rotation but without cutting calls in flight. Pools of other classes (SOCKS)
+    are closed: their idle connections now, busy ones when they come back.
+    """
+    pools = manager.pools
+    # keys() copies the keys under the container's lock; iterating it directly would not.
+    for key in pools.keys():  # noqa: SIM118
+        pool = pools.get(key)
+        if pool is None:  # Defensive: evicted since keys() was read
+            continue
+        if hasattr(pool, "rk_generation"):
+            pool.rk_generation += 1
+        else:
+            pool.close()
+
+
+class CertificateFiles(EventSink):
+    """Client certificate, key and CA files rotated on disk (cert-manager, a projected volume).
+
+    urllib3 reads the files on every new connection; what goes stale are the pooled ones. Looked
+    at (``stat``) when a call starts, at most once every ``CHECK_INTERVAL`` seconds: when one
+    changed, every pooled connection is retired (``retire_connections``) and a
+    ``credential_refresh("certificate_files", ...)`` is reported.
+
+    Args:
+        paths: the files (``Configuration.cert_file``, ``key_file``, ``ssl_ca_cert``).
+        manager: the pool manager whose connections use them.
+        events: where a change is reported.
+        clock: monotonic time.
+    """
+
+    source = "certificate_files"
+
+    def __init__(
+        self,
+        paths: tuple[str, ...],
+        manager: Any,
+        events: EventSink,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.paths = paths
+        self._manager = manager
+        self._events = events
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._signature = self._stat()
+        self._next_check = clock() + CHECK_INTERVAL
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(paths={self.paths!r})"
+
+    def call_started(self, method: str, host: str, headers: dict[str, str]) -> None:
+        self.check()
+
+    def check(self) -> bool:
+        """Retire pooled connections if a file changed since the last look; True if one did."""
+        if self._clock() < self._next_check:
+            return False
+        with self._lock:
+            now = self._clock()
+            if now < self._next_check:
+                return False
+            self._next_check = now + CHECK_INTERVAL
+            started = time.monotonic()
+            signature = self._stat()
+            if signature == self._signature:
+                return False
+            self._signature = signature
+            retire_connections(self._manager)
+        log.info("client certificate or CA files changed: pooled connections are retired")
+        self._events.credential_refresh(self.source, time.monotonic() - started, True)
+        return True
+
+    def _stat(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        signatures: list[tuple[int, int, int, int] | None] = []
+        for path in self.paths:
+            try:
+                signatures.append(_file_signature(os.stat(path)))
+            except OSError:
+                signatures.append(None)  # mid-rotation: the next look sees the new file
+        return tuple(signatures)
+
+
+class _ClientCertificateFiles:
+    """Where an exec plugin's client certificate and key are written for urllib3 to load.
+
+    Two files at fixed paths in a private directory (mode 0700, removed when this is collected
+    or at exit): the first certificate points the pool manager at them; later ones replace the
+    files and retire pooled connections.
+    """
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+        self._directory: str | None = None
+
+    def update(self, certificate: bytes, key: bytes) -> None:
+        first = self._directory is None
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix="resilient-kube-exec-")
+            weakref.finalize(self, shutil.rmtree, self._directory, ignore_errors=True)
+        cert_path = os.path.join(self._directory, "client.crt")
+        key_path = os.path.join(self._directory, "client.key")
+        for path, data in ((key_path, key), (cert_path, certificate)):
+            staged = path + ".tmp"
+            descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+            os.replace(staged, path)
+        if first:
+            pool_kw = self._manager.connection_pool_kw
+            pool_kw["cert_file"], pool_kw["key_file"] = cert_path, key_path
+            # Pools keep the files they were built with: none may outlive the change.
+            self._manager.clear()
+        else:
+            retire_connections(self._manager)
+
+
 @dataclass(frozen=True, slots=True)
 class CredentialSpec:
     """Where a loaded configuration's credentials come from, when a source can refresh them.
@@ -667,23 +805,47 @@ class CredentialSpec:
 def install_credentials(
     configuration: Any,
     spec: CredentialSpec | None,
-    events: EventSink,
+    events: Fanout,
+    manager: Any,
     *,
     exec_timeout: float = 30.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> Credentials:
     """Build the source ``spec`` names, install it as the configuration's hook and return it.
 
-    Without a spec, the configuration's own hook stays (``ConfigurationCredentials``).
+    Without a spec, the configuration's own hook stays (``ConfigurationCredentials``). Client
+    certificate, key and CA files named by the configuration are watched in every case.
+
+    Args:
+        configuration: the client's configuration (its hook and ``api_key`` are set).
+        spec: where the credentials come from, or None.
+        events: the client's fanout: sources report there, and watchers subscribe to it.
+        manager: the pool manager (new client certificates retire its pooled connections).
+        exec_timeout: the longest an exec plugin may run.
+        clock: monotonic time.
     """
+    paths = tuple(
+        path
+        for path in (configuration.cert_file, configuration.key_file, configuration.ssl_ca_cert)
+        if isinstance(path, str) and path
+    )
+    if paths:
+        events.add(CertificateFiles(paths, manager, events, clock=clock))
     if spec is not None and spec.token_file is not None:
         source: _HeaderSource = TokenFileCredentials(spec.token_file, events, clock=clock)
         install_hook(configuration, source)
         return source
     if spec is not None and spec.exec_config is not None:
-        source = ExecCredentials(spec.exec_config, events, timeout=exec_timeout, clock=clock)
-        install_hook(configuration, source)
-        return source
+        exec_source = ExecCredentials(
+            spec.exec_config,
+            events,
+            timeout=exec_timeout,
+            on_certificate=_ClientCertificateFiles(manager).update,
+            clock=clock,
+        )
+        install_hook(configuration, exec_source)
+        events.add(exec_source)
+        return exec_source
     return ConfigurationCredentials(configuration, events)
 
 

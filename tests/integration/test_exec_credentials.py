@@ -171,13 +171,13 @@ def test_a_plugin_that_hangs_fails_clearly_within_its_timeout(tmp_path: Path) ->
         """,
     )
     with FakeApiServer(authenticate=True) as server:
-        api_client = exec_client(server, script, exec_timeout=1.0)
+        api_client = exec_client(server, script, exec_timeout=3.0)
         started = time.monotonic()
         with pytest.raises(CredentialError) as caught:
             client.CoreV1Api(api_client).list_namespace()
         elapsed = time.monotonic() - started
-        assert 1.0 <= elapsed < 3.0
-        assert "did not finish within exec_timeout=1s" in str(caught.value)
+        assert 3.0 <= elapsed < 6.0  # generous: a loaded machine starts Python slowly
+        assert "did not finish within exec_timeout=3s" in str(caught.value)
         assert caught.value.command == os.path.basename(sys.executable)
         # The plugin and what it started were killed with their process group.
         child = int(pid_file.read_text())

@@ -260,6 +260,7 @@ class FakeApiServer:
         self._httpd: _HttpServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._tls: TlsMaterial | None = None
+        self._by_client: dict[str, int] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -352,6 +353,20 @@ class FakeApiServer:
     def token(self, value: str) -> None:
         """Rotate the bearer token: from now on only ``value`` is accepted (``authenticate``)."""
         self._token = value
+
+    def issue_client_cert(
+        self, cert: str | Path, key: str | Path, *, common_name: str = "resilient-kube-test"
+    ) -> None:
+        """Write a new client certificate and key, signed by this server's CA (``client_cert``),
+        each file replaced atomically: a certificate rotated on disk, as cert-manager does."""
+        if self._tls is None or not self._client_cert:
+            raise RuntimeError("issue_client_cert needs a started server with client_cert=True")
+        self._tls.issue_client_cert(Path(cert), Path(key), common_name)
+
+    def requests_by_client(self) -> dict[str, int]:
+        """Requests served by the common name of the client certificate they came with."""
+        with self._lock:
+            return dict(self._by_client)
 
     def accepts(self, authorization: str | None) -> bool:
         """Whether ``authenticate`` lets in a request with this ``Authorization`` header.
@@ -704,6 +719,8 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out as separate writes; with Nagle on, delayed ACKs add 40 ms.
     disable_nagle_algorithm = True
     server: _HttpServer
+    #: The common name of the client certificate this connection came with (mutual TLS).
+    client_name: str | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -726,6 +743,7 @@ class _Handler(BaseHTTPRequestHandler):
                 app._unregister(raw)
             tls.settimeout(None)
             self.request = tls
+            self.client_name = _common_name(tls.getpeercert())
             if not app._register(tls):
                 tls.close()
                 raise ConnectionAbortedError("the server is stopping")
@@ -764,6 +782,9 @@ class _Handler(BaseHTTPRequestHandler):
         resource = route.rt.plural if route.rt is not None else None
         info = RequestInfo(self.command, route.verb, path, resource)
         app._stats.request(info)
+        if self.client_name is not None:
+            with app._lock:
+                app._by_client[self.client_name] = app._by_client.get(self.client_name, 0) + 1
         body = self._read_body()
         if body is None:
             return
@@ -969,3 +990,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
+
+
+def _common_name(certificate: Any) -> str | None:
+    """The subject's common name of a peer certificate as ``getpeercert()`` gives it."""
+    for rdn in (certificate or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
