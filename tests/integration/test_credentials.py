@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import threading
 import time
@@ -18,36 +17,13 @@ from resilient_kube import ApiClient, ClientFactory, CredentialError
 from resilient_kube._credentials import CredentialSpec, TokenFileCredentials
 from resilient_kube.testing import FakeApiServer
 from tests.helpers.clock import FakeClock
+from tests.helpers.tokens import ProjectedToken
 
 
 @pytest.fixture
 def auth_server() -> Iterator[FakeApiServer]:
     with FakeApiServer(authenticate=True, token="token-0") as fake:
         yield fake
-
-
-class ProjectedToken:
-    """A service-account token volume as the kubelet writes it: ``token -> ..data/token``,
-    ``..data -> ..<timestamp>``; a rotation writes a new directory and swaps ``..data``."""
-
-    def __init__(self, directory: Path, token: str) -> None:
-        self.directory = directory
-        self.path = directory / "token"
-        self.generation = 0
-        self._write(token)
-        self.path.symlink_to(Path("..data") / "token")
-
-    def _write(self, token: str) -> None:
-        self.generation += 1
-        target = self.directory / f"..2026_12_03_{self.generation}"
-        target.mkdir()
-        (target / "token").write_text(token, encoding="utf-8")
-        staged = self.directory / "..data_tmp"
-        staged.symlink_to(target.name)
-        os.replace(staged, self.directory / "..data")  # the atomic swap
-
-    def rotate(self, token: str) -> None:
-        self._write(token)
 
 
 def kubeconfig_with(path: Path, server: FakeApiServer, user: dict[str, object]) -> Path:
