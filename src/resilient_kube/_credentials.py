@@ -11,8 +11,9 @@ every thread that hit the 401 at the same time.
 
 Sources (``docs/credentials.md`` has the rules):
 
-* ``ConfigurationCredentials``: whatever the configuration's own hook serves (a static token, the
-  GCP and OIDC auth-providers of the kubeconfig loader).
+* ``ConfigurationCredentials``: whatever the configuration's own hook serves (a static token).
+* ``AuthProviderCredentials``: the GCP and OIDC auth-providers, refreshed by the kubeconfig
+  loader's hook when they expire and, here, on a 401 too.
 * ``TokenFileCredentials``: a bearer token read from a file (the in-cluster service-account token,
   a kubeconfig ``tokenFile``), read again when the file changes and after a 401.
 * ``ExecCredentials``: an exec plugin (``client.authentication.k8s.io/v1`` and ``v1beta1``), run
@@ -53,6 +54,7 @@ from .errors import ConfigError, CredentialError
 
 __all__ = [
     "CHECK_INTERVAL",
+    "AuthProviderCredentials",
     "CertificateFiles",
     "ConfigurationCredentials",
     "CredentialSpec",
@@ -125,6 +127,50 @@ class ConfigurationCredentials:
         return fresh if fresh != rejected else None
 
 
+class AuthProviderCredentials(ConfigurationCredentials):
+    """A kubeconfig ``auth-provider`` (``gcp``, ``oidc``): the loader's hook refreshes the token
+    when it expires, by the loader's own rule; a 401 forces a refresh before that.
+
+    Args:
+        configuration: the client's configuration (the loader's hook stays on it).
+        loader: the ``KubeConfigLoader`` that loaded it.
+        events: where a refresh is reported (``credential_refresh("auth_provider", ...)``).
+    """
+
+    source = "auth_provider"
+
+    def __init__(self, configuration: Any, loader: Any, events: EventSink) -> None:
+        super().__init__(configuration, events)
+        self._loader = loader
+
+    def refresh(self, rejected: str | None, deadline_at: float | None) -> str | None:
+        with self._lock:
+            fresh = self.current()
+            if fresh != rejected:
+                return fresh  # the hook found it expired, or another thread refreshed it
+            started = time.monotonic()
+            loader = self._loader
+            try:
+                provider = loader._user["auth-provider"]
+                name = provider.safe_get("name")
+                if name == "gcp":
+                    loader._refresh_gcp_token()
+                elif name == "oidc":
+                    loader._refresh_oidc(provider)
+                loader._load_authentication()  # the refreshed token into the loader
+                fresh = self.current()  # and, through its hook, into the configuration
+            except Exception as exc:
+                # The loader's messages may quote a helper's stderr: only the type is logged.
+                log.warning(
+                    "refreshing the kubeconfig auth-provider failed: %s", type(exc).__name__
+                )
+                fresh = None
+            self._events.credential_refresh(
+                self.source, time.monotonic() - started, fresh not in {None, rejected}
+            )
+        return fresh if fresh != rejected else None
+
+
 class _HeaderSource(Protocol):
     """A source that serves the header itself: ``current()`` on every call, ``refresh`` on 401."""
 
@@ -156,6 +202,7 @@ def install_hook(configuration: Any, source: _HeaderSource) -> None:
     def refresh_api_key_hook(configuration: Any) -> None:
         _publish(configuration, source.current())
 
+    refresh_api_key_hook.source = source  # type: ignore[attr-defined]  # what serves it
     configuration.refresh_api_key_hook = refresh_api_key_hook
     # kubernetes only asks for the header (and so runs the hook) when a key is there; every
     # release looks for "authorization".
@@ -800,6 +847,8 @@ class CredentialSpec:
     token_file: str | None = None
     #: A kubeconfig exec plugin.
     exec_config: ExecConfig | None = None
+    #: The kubeconfig loader of a user with an ``auth-provider`` (gcp, oidc).
+    auth_provider_loader: Any = field(default=None, repr=False)
 
 
 def install_credentials(
@@ -846,6 +895,8 @@ def install_credentials(
         install_hook(configuration, exec_source)
         events.add(exec_source)
         return exec_source
+    if spec is not None and spec.auth_provider_loader is not None:
+        return AuthProviderCredentials(configuration, spec.auth_provider_loader, events)
     return ConfigurationCredentials(configuration, events)
 
 
@@ -870,8 +921,13 @@ def kubeconfig_credentials(
 
 def _spec_for_user(loader: Any) -> CredentialSpec | None:
     user = loader._user
-    if user is None or "auth-provider" in user or user.safe_get("token"):
-        return None  # the loader's hook serves (and refreshes) these
+    if user is None:
+        return None
+    provider = user.safe_get("auth-provider")
+    if isinstance(provider, dict) and provider.get("name") in {"gcp", "oidc"}:
+        return CredentialSpec(auth_provider_loader=loader)  # its hook serves it
+    if user.safe_get("token"):
+        return None  # a static token: the configuration's own
     token_file = user.safe_get("tokenFile")
     if isinstance(token_file, str) and token_file:
         base = loader._get_base_path(user.path)

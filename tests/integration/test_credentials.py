@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,11 @@ import pytest
 from kubernetes import client
 
 from resilient_kube import ApiClient, ClientFactory, CredentialError
-from resilient_kube._credentials import CredentialSpec, TokenFileCredentials
+from resilient_kube._credentials import (
+    AuthProviderCredentials,
+    CredentialSpec,
+    TokenFileCredentials,
+)
 from resilient_kube.testing import FakeApiServer
 from tests.helpers.clock import FakeClock
 from tests.helpers.tokens import ProjectedToken
@@ -234,3 +239,40 @@ def test_an_unreadable_token_file_keeps_the_last_token_and_never_logs_it(
         client.CoreV1Api(missing).list_namespace()
     assert "missing" in str(pickle.loads(pickle.dumps(caught.value)))
     missing.close()
+
+
+def test_a_401_forces_the_refresh_of_a_kubeconfig_auth_provider(
+    auth_server: FakeApiServer, tmp_path: Path
+) -> None:
+    # The gcp auth-provider with a cmd-path helper (as gcloud configures it) refreshes only when
+    # its expiry passes; a 401 before that forces the helper to run.
+    current = tmp_path / "current"
+    current.write_text("token-0")
+    helper = tmp_path / "helper.py"
+    helper.write_text(
+        "import json\n"
+        f"token = open({str(current)!r}).read()\n"
+        "print(json.dumps({'credential': {'access_token': token,"
+        " 'token_expiry': '2099-01-01T00:00:00Z'}}))\n"
+    )
+    provider = {
+        "name": "gcp",
+        "config": {
+            "access-token": "token-0",
+            "expiry": "2099-01-01T00:00:00Z",
+            "cmd-path": sys.executable,
+            "cmd-args": str(helper),
+        },
+    }
+    kubeconfig = kubeconfig_with(tmp_path / "config", auth_server, {"auth-provider": provider})
+    with ClientFactory(kubeconfig=kubeconfig) as kube:
+        assert isinstance(
+            kube.api_client.rest_client.pool_manager.credentials, AuthProviderCredentials
+        )
+        kube.core_v1().list_namespace()
+        current.write_text("token-1")
+        auth_server.token = "token-1"
+        kube.core_v1().list_namespace()
+        stats = kube.stats().credentials
+        assert stats.replays == 1
+        assert stats.refreshes_by_source == {"auth_provider": 1}
