@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from ._client import ApiClient, ClientFactory
+from ._credentials import CredentialSpec, ExecConfig
 from ._dns import DnsStats
 from ._events import EventSink
 from ._limiter import LimiterStats
@@ -44,10 +45,12 @@ __all__ = [
     "ConnectTimeout",
     "ConnectionReset",
     "CredentialError",
+    "CredentialSpec",
     "CredentialStats",
     "DeadlineExceeded",
     "DnsStats",
     "EventSink",
+    "ExecConfig",
     "LimiterStats",
     "NameResolutionError",
     "RateLimitTimeout",
