@@ -204,10 +204,11 @@ def install_hook(configuration: Any, source: _HeaderSource) -> None:
 
     refresh_api_key_hook.source = source  # type: ignore[attr-defined]  # what serves it
     configuration.refresh_api_key_hook = refresh_api_key_hook
-    # kubernetes only asks for the header (and so runs the hook) when a key is there; every
-    # release looks for "authorization".
-    if not any(key in configuration.api_key for key in _API_KEYS):
-        configuration.api_key["authorization"] = ""
+    # kubernetes only asks for the header (and so runs the hook) when a key is there, and every
+    # release looks for "authorization" (31 only for it): the loader's value moves there until
+    # the hook first runs.
+    api_key = configuration.api_key
+    api_key["authorization"] = api_key.pop("BearerToken", None) or api_key.get("authorization", "")
 
 
 def _file_signature(stat: os.stat_result) -> tuple[int, int, int, int]:
@@ -263,8 +264,8 @@ class TokenFileCredentials:
         with self._lock:
             now = self._clock()
             if now >= self._next_check:
-                self._next_check = now + CHECK_INTERVAL
                 self._load(force=False)
+                self._next_check = now + CHECK_INTERVAL  # after: others wait for the new token
             if self._value is None:
                 raise CredentialError(f"the token file {self.path} cannot be read")
             return self._value
@@ -577,6 +578,10 @@ class ExecCredentials(EventSink):
                 )
         if flight.error is not None:
             raise copy.copy(flight.error)  # each thread its own: a traceback is per raise
+        if flight.result is None:  # Defensive: the runner met something else; it raised it
+            raise CredentialError(
+                f"exec plugin {self.config.name!r} failed", command=self.config.name
+            )
         return flight.result
 
     def _run(self, deadline_at: float | None) -> _ExecResult:
@@ -780,13 +785,17 @@ class CertificateFiles(EventSink):
             now = self._clock()
             if now < self._next_check:
                 return False
-            self._next_check = now + CHECK_INTERVAL
             started = time.monotonic()
             signature = self._stat()
-            if signature == self._signature:
-                return False
-            self._signature = signature
-            retire_connections(self._manager)
+            changed = signature != self._signature
+            if changed:
+                self._signature = signature
+                retire_connections(self._manager)
+            # Only now: a thread that sees the new time goes on without the lock, and must not
+            # take a connection that is about to be retired.
+            self._next_check = now + CHECK_INTERVAL
+        if not changed:
+            return False
         log.info("client certificate or CA files changed: pooled connections are retired")
         self._events.credential_refresh(self.source, time.monotonic() - started, True)
         return True
