@@ -606,7 +606,12 @@ class ExecCredentials(EventSink):
             )
         timeout, limit = self._timeout, f"exec_timeout={self._timeout:g}s"
         if deadline_at is not None and deadline_at - self._clock() < timeout:
-            timeout, limit = max(deadline_at - self._clock(), 0.0), "the call's deadline"
+            timeout, limit = deadline_at - self._clock(), "the call's deadline"
+            if timeout <= 0:
+                raise CredentialError(
+                    f"exec plugin {name!r} was not run: the call's deadline has passed",
+                    command=name,
+                )
         info: dict[str, Any] = {
             "apiVersion": config.api_version,
             "kind": "ExecCredential",

@@ -20,6 +20,7 @@ from kubernetes import client
 
 from resilient_kube import ApiClient, ClientFactory, ConfigError, CredentialError
 from resilient_kube._credentials import CredentialSpec, ExecConfig, ExecCredentials
+from resilient_kube._events import EventSink
 from resilient_kube.testing import FakeApiServer
 
 from .test_credentials import CallCounter, kubeconfig_with, run_threads
@@ -328,3 +329,18 @@ def test_a_bad_exec_section_is_a_config_error(tmp_path: Path) -> None:
     )
     assert config.command == str(tmp_path / "bin" / "plugin")
     assert SECRET not in repr(config)
+
+
+def test_a_run_after_a_401_counts_against_the_calls_deadline(tmp_path: Path) -> None:
+    script, runs = write_plugin(tmp_path, "time.sleep(60)\n")
+    source = ExecCredentials(
+        ExecConfig(command=sys.executable, args=(str(script),)), EventSink(), timeout=30.0
+    )
+    started = time.monotonic()
+    with pytest.raises(CredentialError, match="did not finish within the call's deadline"):
+        source.refresh("Bearer rejected", time.monotonic() + 1.0)
+    assert time.monotonic() - started < 4.0  # the deadline, not exec_timeout=30
+    before = runs_of(runs)  # the killed run is reaped: nothing more can appear from it
+    with pytest.raises(CredentialError, match="the call's deadline has passed"):
+        source.refresh("Bearer rejected", time.monotonic() - 1.0)
+    assert runs_of(runs) == before  # no run is started for a call already out of time
