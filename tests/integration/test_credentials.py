@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from resilient_kube import ApiClient, ClientFactory, CredentialError
 from resilient_kube._credentials import (
@@ -276,3 +276,29 @@ def test_a_401_forces_the_refresh_of_a_kubeconfig_auth_provider(
         stats = kube.stats().credentials
         assert stats.replays == 1
         assert stats.refreshes_by_source == {"auth_provider": 1}
+
+
+def test_a_watch_opened_after_a_rotation_is_replayed_with_the_new_token(
+    auth_server: FakeApiServer, tmp_path: Path
+) -> None:
+    volume = ProjectedToken(tmp_path, "token-0")
+    api_client = ApiClient(
+        auth_server.configuration(),
+        credential_spec=CredentialSpec(token_file=str(volume.path)),
+        clock=FakeClock(),  # within the check interval: only the 401 tells of the rotation
+        qps=None,
+    )
+    v1 = client.CoreV1Api(api_client)
+    v1.create_namespaced_config_map("default", {"metadata": {"name": "cm", "namespace": "default"}})
+    volume.rotate("token-1")
+    auth_server.token = "token-1"
+    events = [
+        event["object"].metadata.name
+        for event in watch.Watch().stream(
+            v1.list_namespaced_config_map, "default", timeout_seconds=1
+        )
+    ]
+    assert events == ["cm"]
+    assert api_client.stats().credentials.replays == 1
+    assert auth_server.request_count("watch") == 2  # the 401, then the replay
+    api_client.close()
