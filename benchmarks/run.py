@@ -272,7 +272,7 @@ def render(results: dict[str, Any], images: list[str]) -> str:
     lines += ["", "## DNS cache", "", "```json", json.dumps(results["dns"], indent=2), "```", ""]
     if results.get("e2e"):
         lines += [
-            "## Real kube-apiserver: 429 under a burst (from the e2e suite)",
+            "## Real kube-apiserver: 429 under a burst, rotating credentials (from the e2e suite)",
             "",
             "```json",
             json.dumps(results["e2e"], indent=2),

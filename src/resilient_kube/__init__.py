@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from ._client import ApiClient, ClientFactory
+from ._credentials import CredentialSpec, ExecConfig
 from ._default import DefaultClient, install_default, uninstall_default
 from ._dns import DnsStats
 from ._endpoints import EndpointStats
@@ -16,13 +17,14 @@ from ._events import EventSink
 from ._leader import ElectionTiming, LeaderElector, Leadership
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
-from ._stats import RetryStats, Stats, TransportStats, WatchStats
+from ._stats import CredentialStats, RetryStats, Stats, TransportStats, WatchStats
 from ._stream import portforward, stream
 from .errors import (
     ConfigError,
     ConnectError,
     ConnectionReset,
     ConnectTimeout,
+    CredentialError,
     DeadlineExceeded,
     NameResolutionError,
     RateLimitTimeout,
@@ -46,12 +48,16 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "ConnectionReset",
+    "CredentialError",
+    "CredentialSpec",
+    "CredentialStats",
     "DeadlineExceeded",
     "DefaultClient",
     "DnsStats",
     "ElectionTiming",
     "EndpointStats",
     "EventSink",
+    "ExecConfig",
     "LeaderElector",
     "Leadership",
     "LimiterStats",

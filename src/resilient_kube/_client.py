@@ -19,7 +19,7 @@ import urllib3
 
 from . import _fork
 from ._connection import PoolContext, install_pools
-from ._credentials import ConfigurationCredentials
+from ._credentials import CredentialSpec, install_credentials, kubeconfig_credentials
 from ._dns import DnsCache
 from ._endpoints import EndpointSet, HealthChecker
 from ._events import EventSink, Fanout
@@ -51,6 +51,9 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         configuration: a ``kubernetes.client.Configuration``; None uses the default one.
         header_name, header_value, cookie, pool_threads: as in the official client.
         settings: a ``Settings`` object to start from (keyword arguments override it).
+        credential_spec: where the credentials come from when a source can refresh them (a
+            token file, an exec plugin; ``ClientFactory`` finds it); None: the configuration's
+            own ``refresh_api_key_hook``.
         clock, sleep: monotonic time and how to wait; tests inject fakes.
         **tuning: any ``Settings`` field, e.g. ``read_timeout=10, qps=None``.
 
@@ -71,6 +74,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         pool_threads: int = 1,
         *,
         settings: Settings | None = None,
+        credential_spec: CredentialSpec | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         **tuning: Unpack[Tuning],
@@ -115,7 +119,14 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             clock=clock,
         )
         self._budget = budget
-        credentials = ConfigurationCredentials(self.configuration, self.events)
+        credentials = install_credentials(
+            self.configuration,
+            credential_spec,
+            self.events,
+            manager,
+            exec_timeout=settings.exec_timeout,
+            clock=clock,
+        )
         self._endpoints: EndpointSet | None = None
         self._health: HealthChecker | None = None
         if settings.endpoints is not None:
@@ -137,7 +148,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             self._endpoints.on_eject = transport.cut_streams
             self._health = HealthChecker(
                 self._endpoints,
-                functools.partial(_ready, transport, credentials),
+                functools.partial(_ready, transport, self.configuration),
                 interval=settings.health_interval,
                 timeout=settings.health_timeout,
             )
@@ -169,8 +180,19 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         current = get_default() or getattr(kubernetes.client.ApiClient, "_default", None)
         return cls() if current is None else current
 
+    def update_params_for_auth(self, headers: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        """The official client's, without an ``authorization`` header that has no value.
+
+        An exec plugin may hand out a client certificate and no token: its source then has no
+        header to give, where kubernetes would put None.
+        """
+        super().update_params_for_auth(headers, *args, **kwargs)
+        if "authorization" in headers and headers["authorization"] is None:
+            del headers["authorization"]
+
     def stats(self) -> Stats:
-        """A snapshot of this client's counters: transport, retries, limiter and DNS."""
+        """A snapshot of this client's counters: transport, retries, limiter, DNS, watches and
+        credentials."""
         return Stats(
             transport=self._counters.transport_stats(),
             retry=self._counters.retry_stats(),
@@ -178,6 +200,7 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             dns=None if self._dns is None else self._dns.stats(),
             watch=self._counters.watch_stats(),
             endpoints=() if self._endpoints is None else self._endpoints.stats(),
+            credentials=self._counters.credential_stats(),
         )
 
     def subscribe(self, sink: EventSink) -> None:
@@ -228,17 +251,15 @@ def ready(api_client: ApiClient, *, timeout: float) -> bool:
     """Whether the first of ``api_client``'s endpoints answers its health check now."""
     assert api_client._endpoints is not None  # Defensive: only called with endpoints
     transport = api_client.rest_client.pool_manager
-    credentials = ConfigurationCredentials(api_client.configuration, api_client.events)
-    return _ready(transport, credentials, api_client._endpoints.endpoints[0], timeout)
+    return _ready(transport, api_client.configuration, api_client._endpoints.endpoints[0], timeout)
 
 
-def _ready(
-    transport: Transport, credentials: ConfigurationCredentials, endpoint: Any, timeout: float
-) -> bool:
-    """One health check: ``GET /readyz`` on ``endpoint`` answers 200 within ``timeout``."""
+def _ready(transport: Transport, configuration: Any, endpoint: Any, timeout: float) -> bool:
+    """One health check: ``GET /readyz`` on ``endpoint`` answers 200 within ``timeout``, with
+    the credentials a call would carry now (the installed source's hook runs here)."""
     headers = {}
-    authorization = credentials.current()
-    if authorization:
+    authorization = configuration.auth_settings().get("BearerToken", {}).get("value")
+    if isinstance(authorization, str) and authorization:
         headers["authorization"] = authorization
     pool, uri = transport.endpoint_route(endpoint, "/readyz")
     response = pool.urlopen(
@@ -257,15 +278,16 @@ def _load_configuration(
     kubeconfig: str | os.PathLike[str] | None,
     context: str | None,
     in_cluster: bool | None,
-) -> kubernetes.client.Configuration:
-    """Load configuration the way the official client does, in the same order of preference."""
+) -> tuple[kubernetes.client.Configuration, CredentialSpec | None]:
+    """Load configuration the way the official client does, in the same order of preference,
+    and say where its credentials come from when a source can refresh them."""
     if configuration is not None:
         if kubeconfig is not None or context is not None or in_cluster:
             raise ConfigError(
                 "configuration= was given together with kubeconfig=, context= or in_cluster=True;"
                 " pass one source of configuration"
             )
-        return configuration
+        return configuration, None
     if in_cluster and (kubeconfig is not None or context is not None):
         raise ConfigError("in_cluster=True cannot be combined with kubeconfig= or context=")
     loaded = kubernetes.client.Configuration()
@@ -277,16 +299,14 @@ def _load_configuration(
         )
     if use_cluster:
         kubernetes.config.load_incluster_config(client_configuration=loaded)
-    else:
-        # kubernetes reads KUBECONFIG once, at import; read it now so a later change counts.
-        # The value may list several files; kubernetes merges them.
-        config_file = os.environ.get("KUBECONFIG") if kubeconfig is None else os.fspath(kubeconfig)
-        kubernetes.config.load_kube_config(
-            config_file=config_file or None,
-            context=context,
-            client_configuration=loaded,
-        )
-    return loaded
+        # The loader re-reads the token once a minute; the kubelet rotates it when it likes.
+        token_file = kubernetes.config.incluster_config.SERVICE_TOKEN_FILENAME
+        return loaded, CredentialSpec(token_file=token_file)
+    # kubernetes reads KUBECONFIG once, at import; read it now so a later change counts.
+    # The value may list several files; kubernetes merges them.
+    config_file = os.environ.get("KUBECONFIG") if kubeconfig is None else os.fspath(kubeconfig)
+    spec = kubeconfig_credentials(config_file or None, context, loaded)
+    return loaded, spec
 
 
 class ClientFactory:
@@ -318,8 +338,10 @@ class ClientFactory:
         **tuning: Unpack[Tuning],
     ) -> None:
         settings = Settings.from_kwargs(settings, **tuning)
-        self.configuration = _load_configuration(configuration, kubeconfig, context, in_cluster)
-        self.api_client = ApiClient(self.configuration, settings=settings)
+        self.configuration, spec = _load_configuration(
+            configuration, kubeconfig, context, in_cluster
+        )
+        self.api_client = ApiClient(self.configuration, settings=settings, credential_spec=spec)
         self._apis: dict[type[Any], Any] = {}
         self._dynamic: kubernetes.dynamic.DynamicClient | None = None
         self._lock = threading.Lock()

@@ -82,6 +82,8 @@ class _ConnectionMixin:
     rk_context: PoolContext
     rk_address: str | None = None
     rk_released_at: float = 0.0
+    #: The pool's ``rk_generation`` when this connection was (re)connected.
+    rk_generation: int = 0
 
     # Attributes of urllib3's HTTPConnection that this mixin reads.
     sock: socket.socket | None
@@ -185,6 +187,9 @@ class _PoolMixin:
     rk_follows_dns: bool
     rk_host: str
     port: int | None
+    #: Raised when the client certificate, key or CA files change (``_credentials``): a pooled
+    #: connection made before is closed at checkout and connects again with the new files.
+    rk_generation: int = 0
     host: str
 
     def __init__(self, *args: Any, rk_context: PoolContext, **kwargs: Any) -> None:
@@ -213,13 +218,15 @@ class _PoolMixin:
         if watch is not None:
             watch.attach(conn)
         context = self.rk_context
+        generation = self.rk_generation
         if conn.sock is None:  # new, or dropped and reset by urllib3: it will connect afresh
+            conn.rk_generation = generation
             return conn
         idle_timeout = context.settings.pool_idle_timeout
         if idle_timeout is not None and context.clock() - conn.rk_released_at > idle_timeout:
             conn.close()
             context.events.connection(self.rk_host, "expired")
-        elif (
+        elif conn.rk_generation != generation or (
             self.rk_follows_dns
             and conn.rk_address is not None
             and context.dns is not None
@@ -229,6 +236,7 @@ class _PoolMixin:
             context.events.connection(self.rk_host, "retired")
         else:
             context.events.connection(self.rk_host, "reused")
+        conn.rk_generation = generation  # reused as it is, or connecting afresh
         return conn
 
     def _put_conn(self, conn: Any) -> None:

@@ -32,7 +32,10 @@ from urllib.parse import urlsplit
 import kubernetes.client
 import kubernetes.config
 
+from ._credentials import ExecCredentials, install_hook, kubeconfig_credentials
+from ._events import EventSink
 from ._redact import redact_url
+from ._settings import DEFAULT_SETTINGS
 
 __all__ = [
     "JSON_SCHEMA",
@@ -441,9 +444,14 @@ def _load(
     kubeconfig: str | None, context: str | None
 ) -> tuple[kubernetes.client.Configuration, str | None]:
     config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(
-        config_file=kubeconfig, context=context, client_configuration=config
-    )
+    # As ClientFactory loads it: an exec plugin is not run by the loader (no timeout, its stderr
+    # logged) but on the first request, within exec_timeout, its output never shown.
+    spec = kubeconfig_credentials(kubeconfig, context, config)
+    if spec is not None and spec.exec_config is not None:
+        source = ExecCredentials(
+            spec.exec_config, EventSink(), timeout=DEFAULT_SETTINGS.exec_timeout
+        )
+        install_hook(config, source)
     if context is None:
         _, active = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
         context = active.get("name") if active else None
@@ -576,7 +584,10 @@ def _version(walk: _Walk, phase: Phase) -> None:
 def _credential_kind(configuration: kubernetes.client.Configuration) -> str:
     """What kind of credentials the kubeconfig gives, never their value."""
     kinds = []
-    if _auth_headers(configuration):
+    hook = configuration.refresh_api_key_hook
+    if isinstance(getattr(hook, "source", None), ExecCredentials):
+        kinds.append(f"exec plugin {hook.source.config.name}")  # not run here: in the list phase
+    elif _auth_headers(configuration):
         kinds.append("bearer token")
     if configuration.cert_file:
         kinds.append("client certificate")

@@ -6,7 +6,7 @@ import itertools
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 from ._events import EventSink
 
-__all__ = ["Counters", "RetryStats", "Stats", "TransportStats", "WatchStats"]
+__all__ = ["Counters", "CredentialStats", "RetryStats", "Stats", "TransportStats", "WatchStats"]
 
 
 class TransportStats(NamedTuple):
@@ -33,7 +33,8 @@ class TransportStats(NamedTuple):
     connections_reused: int
     #: Pooled connections closed before reuse because they idled past ``pool_idle_timeout``.
     connections_expired: int
-    #: Pooled connections closed because their address left the DNS answer.
+    #: Pooled connections closed because their address left the DNS answer, or because the
+    #: client certificate or CA they were opened with changed.
     connections_retired: int
 
 
@@ -66,6 +67,22 @@ class WatchStats(NamedTuple):
     last_event_age: float | None
 
 
+class CredentialStats(NamedTuple):
+    """What the credential sources did (token files, exec plugins, certificate files)."""
+
+    #: Fresh credentials fetched: a token file re-read, an exec plugin run, certificate files
+    #: seen changed, a loader's hook asked after a 401.
+    refreshes: int
+    #: Refreshes by source: ``token_file``, ``exec``, ``certificate_files``, ``configuration``.
+    refreshes_by_source: dict[str, int]
+    #: Refreshes that failed (an exec plugin that failed or hung, an unreadable token file).
+    failures: int
+    #: Seconds spent refreshing, by source (for ``exec``: the plugin runs).
+    seconds_by_source: dict[str, float]
+    #: Calls sent once more with fresh credentials after a 401.
+    replays: int
+
+
 class Stats(NamedTuple):
     """A snapshot of one client's counters (see ``ApiClient.stats()``)."""
 
@@ -76,6 +93,7 @@ class Stats(NamedTuple):
     #: None when the DNS cache is off (``dns_cache=False``).
     dns: DnsStats | None
     watch: WatchStats
+    credentials: CredentialStats
     #: One entry per API server with ``endpoints=[...]``; empty without.
     endpoints: tuple[EndpointStats, ...] = ()
 
@@ -94,6 +112,9 @@ class Counters(EventSink):
         "_clock",
         "_connections",
         "_counts",
+        "_credential_failures",
+        "_credential_refreshes",
+        "_credential_seconds",
         "_last_event_at",
         "_lock",
         "_restart_reasons",
@@ -119,6 +140,9 @@ class Counters(EventSink):
         self._restart_reasons: Counter[str] = Counter()
         self._watch_counts: Counter[str] = Counter()
         self._last_event_at = -math.inf
+        self._credential_refreshes: Counter[str] = Counter()
+        self._credential_seconds: defaultdict[str, float] = defaultdict(float)
+        self._credential_failures = 0
 
     def add(self, name: str) -> None:
         """Count one event ``name`` (a ``TransportStats`` field or ``budget_refusals``)."""
@@ -210,4 +234,24 @@ class Counters(EventSink):
                 restarts_by_reason=dict(self._restart_reasons),
                 relists=self._watch_counts["relists"],
                 last_event_age=None if last == -math.inf else self._clock() - last,
+            )
+
+    # --- credentials (EventSink) -----------------------------------------------------------
+
+    def credential_refresh(self, source: str, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self._credential_refreshes[source] += 1
+            self._credential_seconds[source] += seconds
+            if not ok:
+                self._credential_failures += 1
+
+    def credential_stats(self) -> CredentialStats:
+        with self._lock:
+            return CredentialStats(
+                refreshes=sum(self._credential_refreshes.values()),
+                refreshes_by_source=dict(self._credential_refreshes),
+                failures=self._credential_failures,
+                seconds_by_source=dict(self._credential_seconds),
+                # The driver reports each 401 replay as a retry for "unauthorized".
+                replays=self._retry_reasons["unauthorized"],
             )

@@ -8,6 +8,7 @@ Everything else is one tree::
 
     ResilientKubeError
     ├── ConfigError(ResilientKubeError, ValueError)            a tuning argument is out of range
+    ├── CredentialError(.command, .exit_status)               a credential source could not deliver
     ├── ResourceExpired(.., kubernetes ApiException)           410 Gone: the watched version was compacted
     └── TransportError(ResilientKubeError, urllib3 MaxRetryError)
         ├── TimeoutException(urllib3 TimeoutError, TransportError)
@@ -56,6 +57,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "ConnectionReset",
+    "CredentialError",
     "DeadlineExceeded",
     "NameResolutionError",
     "RateLimitTimeout",
@@ -76,6 +78,31 @@ class ResilientKubeError(Exception):
 
 class ConfigError(ResilientKubeError, ValueError):
     """A tuning argument has a bad type or value; the message names both."""
+
+
+class CredentialError(ResilientKubeError):
+    """A credential source could not deliver: an exec plugin failed, hung or printed nonsense.
+
+    The message names the source and, for an exec plugin, its ``command`` (the program, never
+    its arguments) and ``exit_status`` (None when it did not exit by itself). It never holds the
+    credential or anything the plugin printed: a plugin's output may carry the credential.
+    """
+
+    def __init__(
+        self, message: str, *, command: str | None = None, exit_status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.exit_status = exit_status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_credential_error, (str(self), self.command, self.exit_status))
+
+
+def _restore_credential_error(
+    message: str, command: str | None, exit_status: int | None
+) -> CredentialError:
+    return CredentialError(message, command=command, exit_status=exit_status)
 
 
 class ResourceExpired(ResilientKubeError, ApiException):  # type: ignore[misc]

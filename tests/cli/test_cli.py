@@ -354,3 +354,39 @@ def test_demo_bursts_wider_than_the_stock_pool_churn_its_connections(
     # Three bursts: after each, the stock client throws away what its pool cannot keep and
     # connects afresh in the next; resilient_kube keeps a connection per worker (faults aside).
     assert stock["connections_opened"] >= resilient["connections_opened"] + pool
+
+
+def test_doctor_never_shows_an_exec_plugins_output(
+    fake_api_server: FakeApiServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A plugin that fails prints whatever it has, the credential included: the doctor names the
+    # plugin and its exit status, and nothing it printed reaches the report or a log record.
+    secret = "s3cr3t-from-the-plugin"
+    script = tmp_path / "plugin.py"
+    script.write_text(
+        f"import sys\nprint({secret!r})\nprint({secret!r}, file=sys.stderr)\nsys.exit(3)\n"
+    )
+    kubeconfig = json.loads(fake_api_server.write_kubeconfig(tmp_path / "base").read_text())
+    kubeconfig["users"][0]["user"] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": [str(script)],
+            "interactiveMode": "Never",
+        }
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(kubeconfig))
+    code = cli.main(["doctor", "--kubeconfig", str(path), "--json"])
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err + caplog.text
+    document = json.loads(captured.out)
+    assert code != 0
+    phases = _phases(document)
+    kind = phases["kubeconfig"]["details"]["credentials"]  # type: ignore[index]
+    assert kind == f"exec plugin {os.path.basename(sys.executable)}"
+    # The first authenticated request (the version phase) runs it.
+    assert "exited with status 3" in str(phases["version"]["error"])

@@ -261,6 +261,7 @@ class FakeApiServer:
         self._httpd: _HttpServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._tls: TlsMaterial | None = None
+        self._by_client: dict[str, int] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -353,6 +354,27 @@ class FakeApiServer:
     def token(self, value: str) -> None:
         """Rotate the bearer token: from now on only ``value`` is accepted (``authenticate``)."""
         self._token = value
+
+    def issue_client_cert(
+        self, cert: str | Path, key: str | Path, *, common_name: str = "resilient-kube-test"
+    ) -> None:
+        """Write a new client certificate and key, signed by this server's CA (``client_cert``),
+        each file replaced atomically: a certificate rotated on disk, as cert-manager does."""
+        if self._tls is None or not self._client_cert:
+            raise RuntimeError("issue_client_cert needs a started server with client_cert=True")
+        self._tls.issue_client_cert(Path(cert), Path(key), common_name)
+
+    def requests_by_client(self) -> dict[str, int]:
+        """Requests served by the common name of the client certificate they came with."""
+        with self._lock:
+            return dict(self._by_client)
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether ``authenticate`` lets in a request with this ``Authorization`` header.
+
+        Only ``Bearer <token>``; a subclass may take more (tokens that carry their own expiry).
+        """
+        return authorization == f"Bearer {self._token}"
 
     def configuration(self) -> Configuration:
         """Return a ready ``kubernetes.client.Configuration`` for this server."""
@@ -700,6 +722,8 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out as separate writes; with Nagle on, delayed ACKs add 40 ms.
     disable_nagle_algorithm = True
     server: _HttpServer
+    #: The common name of the client certificate this connection came with (mutual TLS).
+    client_name: str | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -722,6 +746,7 @@ class _Handler(BaseHTTPRequestHandler):
                 app._unregister(raw)
             tls.settimeout(None)
             self.request = tls
+            self.client_name = _common_name(tls.getpeercert())
             if not app._register(tls):
                 tls.close()
                 raise ConnectionAbortedError("the server is stopping")
@@ -760,6 +785,9 @@ class _Handler(BaseHTTPRequestHandler):
         resource = route.rt.plural if route.rt is not None else None
         info = RequestInfo(self.command, route.verb, path, resource)
         app._stats.request(info)
+        if self.client_name is not None:
+            with app._lock:
+                app._by_client[self.client_name] = app._by_client.get(self.client_name, 0) + 1
         body = self._read_body()
         if body is None:
             return
@@ -802,7 +830,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route.kind == "health":
             self._send(200, b"ok", content_type="text/plain; charset=utf-8")
             return
-        if app._authenticate and self.headers.get("Authorization") != f"Bearer {app.token}":
+        if app._authenticate and not app.accepts(self.headers.get("Authorization")):
             self._send_json(401, status_body(401, "Unauthorized"))
             return
         if is_websocket(self):  # exec, attach, port-forward (_websocket.py)
@@ -968,3 +996,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
+
+
+def _common_name(certificate: Any) -> str | None:
+    """The subject's common name of a peer certificate as ``getpeercert()`` gives it."""
+    for rdn in (certificate or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None

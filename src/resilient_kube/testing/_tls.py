@@ -32,6 +32,16 @@ class TlsMaterial:
     client_cert: Path | None
     client_key: Path | None
     context: ssl.SSLContext
+    #: The trustme CA: it can issue more client certificates (``issue_client_cert``).
+    ca: Any = None
+
+    def issue_client_cert(self, cert: Path, key: Path, common_name: str) -> None:
+        """Write a new client certificate and key signed by the CA, each replaced atomically."""
+        issued = self.ca.issue_cert(f"{common_name}.invalid", common_name=common_name)
+        for path, pem in ((cert, issued.cert_chain_pems[0]), (key, issued.private_key_pem)):
+            staged = path.with_name(path.name + ".tmp")
+            pem.write_to_path(str(staged))
+            staged.replace(path)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -60,4 +70,4 @@ def make_tls_material(names: list[str], *, client_cert: bool) -> TlsMaterial:
         client.private_key_pem.write_to_path(str(client_key))
         context.verify_mode = ssl.CERT_REQUIRED
         ca.configure_trust(context)
-    return TlsMaterial(directory, ca_path, client_crt, client_key, context)
+    return TlsMaterial(directory, ca_path, client_crt, client_key, context, ca)
