@@ -383,9 +383,16 @@ class ClientMetrics(EventSink):
 
     # --- the prometheus_client collector -------------------------------------------------------
 
+    def describe(self) -> Iterator[Any]:
+        """Every family, without samples: how a registry learns the names, to refuse a clash."""
+        return self._families(empty=True)
+
     def collect(self) -> Iterator[Any]:
         """Build every family from a consistent copy of the counts (prometheus_client calls this
         on each scrape)."""
+        return self._families(empty=False)
+
+    def _families(self, *, empty: bool) -> Iterator[Any]:
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -394,9 +401,16 @@ class ClientMetrics(EventSink):
         from prometheus_client.utils import floatToGoString
 
         with self._lock:
-            counters = [(c, dict(c.values)) for c in self._counters]
-            histograms = [(h, {k: list(r) for k, r in h.rows.items()}) for h in self._histograms]
-            gauges = [(g, g.value) for g in self._gauges]
+            if empty:
+                counters = [(c, {}) for c in self._counters]
+                histograms = [(h, {}) for h in self._histograms]
+                gauges = [(g, None) for g in self._gauges]
+            else:
+                counters = [(c, dict(c.values)) for c in self._counters]
+                histograms = [
+                    (h, {k: list(r) for k, r in h.rows.items()}) for h in self._histograms
+                ]
+                gauges = [(g, g.value) for g in self._gauges]
         for counter, values in counters:
             family = CounterMetricFamily(counter.name, counter.doc, labels=counter.labels)
             for key, value in sorted(values.items()):
