@@ -14,6 +14,7 @@ from ._events import EventSink
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
 from ._stats import RetryStats, Stats, TransportStats, WatchStats
+from ._warnings import ServerWarning, WarningHandler
 from .errors import (
     ConfigError,
     ConnectError,
@@ -54,12 +55,14 @@ __all__ = [
     "ResponseTooLarge",
     "RetryBudgetExhausted",
     "RetryStats",
+    "ServerWarning",
     "Settings",
     "Stats",
     "TLSError",
     "TimeoutException",
     "TransportError",
     "TransportStats",
+    "WarningHandler",
     "WatchStats",
     "__version__",
 ]

@@ -400,37 +400,38 @@ class ClientMetrics(EventSink):
         )
         from prometheus_client.utils import floatToGoString
 
-        with self._lock:
-            if empty:
-                counters = [(c, {}) for c in self._counters]
-                histograms = [(h, {}) for h in self._histograms]
-                gauges = [(g, None) for g in self._gauges]
-            else:
-                counters = [(c, dict(c.values)) for c in self._counters]
-                histograms = [
-                    (h, {k: list(r) for k, r in h.rows.items()}) for h in self._histograms
-                ]
-                gauges = [(g, g.value) for g in self._gauges]
-        for counter, values in counters:
+        counts: list[dict[_Labels, float]] = []
+        rows: list[dict[_Labels, _Row]] = []
+        values: list[float | None] = []
+        if not empty:
+            with self._lock:
+                counts = [dict(c.values) for c in self._counters]
+                rows = [{k: list(r) for k, r in h.rows.items()} for h in self._histograms]
+                values = [g.value for g in self._gauges]
+        for index, counter in enumerate(self._counters):
             family = CounterMetricFamily(counter.name, counter.doc, labels=counter.labels)
-            for key, value in sorted(values.items()):
-                family.add_metric(key, value)
+            for key, count in sorted(counts[index].items() if counts else ()):
+                family.add_metric(key, count)
             yield family
-        for histogram, rows in histograms:
-            family = HistogramMetricFamily(histogram.name, histogram.doc, labels=histogram.labels)
-            les = [floatToGoString(bound) for bound in histogram.bounds] + ["+Inf"]
-            for key, row in sorted(rows.items()):
+        for index, histogram in enumerate(self._histograms):
+            histogram_family = HistogramMetricFamily(
+                histogram.name, histogram.doc, labels=histogram.labels
+            )
+            les = [floatToGoString(bound) for bound in histogram.bounds]  # type: ignore[no-untyped-call]
+            les.append("+Inf")
+            for key, row in sorted(rows[index].items() if rows else ()):
                 total, buckets = 0.0, []
                 for le, count in zip(les, row[:-1], strict=True):
                     total += count
                     buckets.append((le, total))
-                family.add_metric(key, buckets, sum_value=row[-1])
-            yield family
-        for gauge, value in gauges:
-            family = GaugeMetricFamily(gauge.name, gauge.doc)
+                histogram_family.add_metric(key, buckets, sum_value=row[-1])
+            yield histogram_family
+        for index, gauge in enumerate(self._gauges):
+            gauge_family = GaugeMetricFamily(gauge.name, gauge.doc)
+            value = values[index] if values else None
             if value is not None:
-                family.add_metric((), value)
-            yield family
+                gauge_family.add_metric((), value)
+            yield gauge_family
 
 
 _LOCK = threading.Lock()
