@@ -88,27 +88,39 @@ class _Histogram:
         self.size = len(bounds) + 2
         self.rows: dict[_Labels, _Row] = {}
 
-    def observe(self, key: _Labels, value: float) -> None:
+    def row(self, key: _Labels) -> _Row:
+        """The row of ``key``, made on first use."""
         row = self.rows.get(key)
         if row is None:
             row = self.rows[key] = [0.0] * self.size
+        return row
+
+    def observe(self, key: _Labels, value: float) -> None:
+        row = self.row(key)
         # bisect_left: the first bucket whose upper bound is >= value (``le`` is inclusive).
         row[bisect.bisect_left(self.bounds, value)] += 1
         row[-1] += value
 
 
 class _Counter:
-    """Counts per label set, kept by the caller's lock."""
+    """Counts per label set, kept by the caller's lock; each a one-item list, so that the hot
+    path can keep a reference to it and add without a lookup."""
 
     __slots__ = ("doc", "labels", "name", "values")
 
     def __init__(self, name: str, doc: str, labels: _Labels) -> None:
         self.name, self.doc, self.labels = name, doc, labels
-        self.values: dict[_Labels, float] = {}
+        self.values: dict[_Labels, list[float]] = {}
+
+    def cell(self, key: _Labels) -> list[float]:
+        """The count of ``key``, made on first use."""
+        cell = self.values.get(key)
+        if cell is None:
+            cell = self.values[key] = [0.0]
+        return cell
 
     def add(self, key: _Labels, amount: float = 1.0) -> None:
-        values = self.values
-        values[key] = values.get(key, 0.0) + amount
+        self.cell(key)[0] += amount
 
 
 class _Gauge:
@@ -122,6 +134,9 @@ class _Gauge:
 
 
 _VERB_HOST: Final = ("verb", "host")
+_AttemptCells = tuple[list[float], _Row, _Row | None]
+_bisect: Final = bisect.bisect_left
+_SIZES: Final = SIZE_BUCKETS
 
 
 class ClientMetrics(EventSink):
@@ -283,11 +298,18 @@ class ClientMetrics(EventSink):
         self._counters = tuple(v for v in vars(self).values() if isinstance(v, _Counter))
         self._histograms = tuple(v for v in vars(self).values() if isinstance(v, _Histogram))
         self._gauges = (self.limiter_qps, self.last_event)
+        #: (code, method, host) -> its request count, request size row, response size row.
+        self._attempt_cells: dict[tuple[str, str, str], _AttemptCells] = {}
+        #: (method, host) -> its duration row and rate limiter row.
+        self._call_rows: dict[tuple[str, str], tuple[_Row, _Row]] = {}
 
     # --- calls (EventSink) ---------------------------------------------------------------------
 
     def call_started(self, method: str, host: str, headers: dict[str, str]) -> None:
         self._calls.start = self._monotonic()
+
+    # The three events every call sends look their label set up once, in a dict of references
+    # to the rows they update: one lookup, then plain list arithmetic under the lock.
 
     def attempt(  # noqa: PLR0917  the EventSink signature
         self,
@@ -298,29 +320,45 @@ class ClientMetrics(EventSink):
         request_bytes: int,
         response_bytes: int,
     ) -> None:
-        key = (method, host)
+        cells = self._attempt_cells.get((code, method, host))
+        if cells is None:
+            cells = self._new_attempt_cells(code, method, host)
+        count, sent, received = cells
         with self._lock:
-            self.requests.add((code, method, host))
-            self.request_size.observe(key, request_bytes)
-            if code != NO_CODE:
-                self.response_size.observe(key, response_bytes)
+            count[0] += 1
+            sent[_bisect(_SIZES, request_bytes)] += 1
+            sent[-1] += request_bytes
+            if received is not None:
+                received[_bisect(_SIZES, response_bytes)] += 1
+                received[-1] += response_bytes
 
-    def retry(self, method: str, host: str, code: str, reason: str, wait: float) -> None:
+    def limiter_wait(self, method: str, host: str, seconds: float) -> None:
+        rows = self._call_rows.get((method, host))
+        if rows is None:
+            rows = self._new_call_rows(method, host)
+        waited = rows[1]
         with self._lock:
-            self.retries.add((code, method, host))
-            self.retry_reasons.add((method, host, reason))
-            self.retry_wait.add((method, host), wait)
+            waited[_bisect(LATENCY_BUCKETS, seconds)] += 1
+            waited[-1] += seconds
 
     def call_ended(
         self, method: str, host: str, attempts: int, stop: str | None, error: str | None
     ) -> None:
-        start: float | None = getattr(self._calls, "start", None)
-        key = (method, host)
-        with self._lock:
-            if start is not None:
-                self._calls.start = None
-                self.duration.observe(key, self._monotonic() - start)
-            if stop is not None or error is not None:
+        calls = self._calls
+        start: float | None = getattr(calls, "start", None)
+        if start is not None:
+            calls.start = None
+            seconds = self._monotonic() - start
+            rows = self._call_rows.get((method, host))
+            if rows is None:
+                rows = self._new_call_rows(method, host)
+            took = rows[0]
+            with self._lock:
+                took[_bisect(LATENCY_BUCKETS, seconds)] += 1
+                took[-1] += seconds
+        if stop is not None or error is not None:
+            key = (method, host)
+            with self._lock:
                 if error is not None:
                     self.failed_calls.add((method, host, error))
                 if stop == "budget":
@@ -328,15 +366,34 @@ class ClientMetrics(EventSink):
                 elif stop == "deadline" or error == "DeadlineExceeded":
                     self.deadline_expiries.add(key)
 
+    def _new_attempt_cells(self, code: str, method: str, host: str) -> _AttemptCells:
+        with self._lock:
+            key = (method, host)
+            cells = (
+                self.requests.cell((code, method, host)),
+                self.request_size.row(key),
+                None if code == NO_CODE else self.response_size.row(key),
+            )
+            self._attempt_cells[code, method, host] = cells
+            return cells
+
+    def _new_call_rows(self, method: str, host: str) -> tuple[_Row, _Row]:
+        with self._lock:
+            key = (method, host)
+            rows = self._call_rows[key] = (self.duration.row(key), self.limiter_duration.row(key))
+            return rows
+
+    def retry(self, method: str, host: str, code: str, reason: str, wait: float) -> None:
+        with self._lock:
+            self.retries.add((code, method, host))
+            self.retry_reasons.add((method, host, reason))
+            self.retry_wait.add((method, host), wait)
+
     def server_warning(self, host: str, value: str) -> None:
         with self._lock:
             self.server_warnings.add((host,))
 
     # --- the limiter ---------------------------------------------------------------------------
-
-    def limiter_wait(self, method: str, host: str, seconds: float) -> None:
-        with self._lock:
-            self.limiter_duration.observe((method, host), seconds)
 
     def rate_changed(self, qps: float) -> None:
         self.limiter_qps.value = qps
@@ -405,7 +462,7 @@ class ClientMetrics(EventSink):
         values: list[float | None] = []
         if not empty:
             with self._lock:
-                counts = [dict(c.values) for c in self._counters]
+                counts = [{k: v[0] for k, v in c.values.items()} for c in self._counters]
                 rows = [{k: list(r) for k, r in h.rows.items()} for h in self._histograms]
                 values = [g.value for g in self._gauges]
         for index, counter in enumerate(self._counters):
