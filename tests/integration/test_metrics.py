@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import prometheus_client
@@ -383,3 +384,47 @@ def test_importing_resilient_kube_imports_neither_prometheus_nor_opentelemetry()
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_counts_are_exact_under_threads() -> None:
+    sink = metrics.ClientMetrics()
+    registry = CollectorRegistry()
+    registry.register(sink)
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(2000):
+            sink.call_started("GET", "h:1", {})
+            sink.limiter_wait("GET", "h:1", 0.0)
+            sink.attempt("GET", "h:1", "200", 0.001, 0, 100)
+            sink.call_ended("GET", "h:1", 1, None, None)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        list(registry.collect())  # scrapes meanwhile see consistent copies and never raise
+    for thread in threads:
+        thread.join()
+    verb_host = {"verb": "GET", "host": "h:1"}
+    assert value(registry, "rest_client_requests_total", code="200", method="GET", host="h:1") == (
+        16000
+    )
+    assert value(registry, "rest_client_request_duration_seconds_count", **verb_host) == 16000
+    assert value(registry, "rest_client_response_size_bytes_sum", **verb_host) == 1_600_000
+    assert value(registry, "rest_client_rate_limiter_duration_seconds_count", **verb_host) == 16000
+
+
+def test_a_call_that_began_before_register_has_no_duration() -> None:
+    sink = metrics.ClientMetrics()
+    registry = CollectorRegistry()
+    registry.register(sink)
+    sink.call_ended("GET", "h:1", 1, None, None)  # no call_started on this thread
+    assert label_sets(registry, "rest_client_request_duration_seconds") == set()
+    sink.call_started("GET", "h:1", {})
+    sink.call_ended("GET", "h:1", 1, None, None)
+    sink.call_ended("GET", "h:1", 1, None, None)  # a second end is not a second call
+    assert (
+        value(registry, "rest_client_request_duration_seconds_count", verb="GET", host="h:1") == 1
+    )
