@@ -55,23 +55,22 @@ class _Tracing(EventSink):
         self._error = trace.StatusCode.ERROR
         #: This thread's open span and the code of its last attempt.
         self._local = threading.local()
+        #: (method, host) -> the span's attributes at its start, shared (spans copy them).
+        self._attributes: dict[tuple[str, str], dict[str, str | int]] = {}
 
     def call_started(self, method: str, host: str, headers: dict[str, str]) -> None:
         local = self._local
         left = getattr(local, "span", None)
         if left is not None:  # Defensive: a call that never reported its end
             left.end()
-        address, _, port = host.rpartition(":")
-        attributes: dict[str, str | int] = {"http.request.method": method}
-        if address and port.isdigit():
-            attributes["server.address"] = address.strip("[]")
-            attributes["server.port"] = int(port)
-        else:
-            attributes["server.address"] = host
+        attributes = self._attributes.get((method, host))
+        if attributes is None:
+            attributes = self._attributes[method, host] = _attributes(method, host)
         span = self._tracer.start_span(method, kind=self._client, attributes=attributes)
         local.span = span
         local.code = None
-        if self._inject is not None:
+        # No valid context (the API's no-op tracer without a parent): nothing to propagate.
+        if self._inject is not None and span.get_span_context().is_valid:
             self._inject(headers, context=self._with_span(span))
 
     def attempt(  # noqa: PLR0917  the EventSink signature
@@ -129,6 +128,18 @@ class _Tracing(EventSink):
                 span.set_attribute("error.type", error_type)
                 span.set_status(self._error)
         span.end()
+
+
+def _attributes(method: str, host: str) -> dict[str, str | int]:
+    """The HTTP client attributes known when a call starts."""
+    address, _, port = host.rpartition(":")
+    attributes: dict[str, str | int] = {"http.request.method": method}
+    if address and port.isdigit():
+        attributes["server.address"] = address.strip("[]")
+        attributes["server.port"] = int(port)
+    else:
+        attributes["server.address"] = host
+    return attributes
 
 
 _LOCK = threading.Lock()

@@ -219,3 +219,15 @@ def test_without_the_extra_instrument_names_it(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ImportError, match=r"pip install 'resilient_kube\[otel\]'"):
         tracing.instrument()
     assert not tracing.instrumented()
+
+
+@pytest.mark.parametrize(
+    ("host", "address", "port"),
+    [("127.0.0.1:6443", "127.0.0.1", 6443), ("[::1]:443", "::1", 443), ("api", "api", None)],
+)
+def test_server_address_and_port(host: str, address: str, port: int | None) -> None:
+    from resilient_kube.tracing import _attributes
+
+    attributes = _attributes("GET", host)
+    assert attributes["server.address"] == address
+    assert attributes.get("server.port") == port
