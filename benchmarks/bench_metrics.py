@@ -7,12 +7,12 @@ Run::
 Two measures:
 
 * **Events alone**: the four events an ordinary call sends (``call_started``, ``limiter_wait``,
-  ``attempt``, ``call_ended``) through a client's ``Fanout``, timed with ``timeit``: the exact
-  cost a subscriber adds to a call, free of the network's noise.
+  ``attempt``, ``call_ended``) through a client's ``Fanout``, timed with ``timeit`` (the best
+  of many short batches): the cost a subscriber adds to a call, free of the network's noise.
 * **Whole calls**: client CPU per GET against a ``FakeApiServer`` in a child process
   (``time.process_time()`` of this process is then the client's alone), on one thread, the
-  configurations taking turns in short rounds; the medians are compared. A call costs about a
-  hundred microseconds, so a difference of one or two is within the noise of a shared machine:
+  configurations taking turns in short rounds; the medians are compared. A call costs hundreds of
+  microseconds of CPU here, so a difference of a few is within the noise of a shared machine:
   read it as a check on the first measure, not as a finer one.
 
 Configurations: ``off`` (no subscriber but the client's own counters), ``metrics``
@@ -86,8 +86,10 @@ def _one_call(events: Fanout) -> Callable[[], None]:
 
 def events_alone(quick: bool) -> dict[str, float]:
     """Nanoseconds per call for the four events of one ordinary call, per configuration."""
-    number = 20_000 if quick else 100_000
-    repeat = 5 if quick else 9
+    # Many short batches, the best kept: on a shared machine a long batch is always interrupted
+    # by someone else's work, a short one often is not.
+    number = 2_000
+    repeat = 60 if quick else 300
     results: dict[str, float] = {}
     for name in CONFIGURATIONS:
         undo = _turn_on(name)
@@ -104,8 +106,8 @@ def events_alone(quick: bool) -> dict[str, float]:
 
 def whole_calls(quick: bool) -> dict[str, Any]:
     """Client CPU microseconds per GET, medians of alternating rounds, per configuration."""
-    rounds = 7 if quick else 21
-    calls = 300 if quick else 1000
+    rounds = 7 if quick else 31
+    calls = 300
     process = subprocess.Popen(
         [sys.executable, "-c", _SERVER_SCRIPT],
         stdin=subprocess.PIPE,

@@ -41,7 +41,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from ._events import NO_CODE, EventSink, subscribe_everywhere, unsubscribe_everywhere
@@ -158,8 +158,8 @@ class ClientMetrics(EventSink):
     def __init__(
         self,
         *,
-        clock: Any = time.time,
-        monotonic: Any = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
