@@ -44,14 +44,26 @@ def _total(registry: CollectorRegistry, name: str, **labels: str) -> float:
     )
 
 
-def test_apf_429s_retries_and_limiter_waits_are_scraped(
-    apf_apiserver: ApiServer, registry: CollectorRegistry
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.instrument(provider)
+    yield exporter
+    tracing.uninstrument()
+    provider.shutdown()
+
+
+def test_apf_429s_retries_and_limiter_waits_are_scraped_and_traced(
+    apf_apiserver: ApiServer, registry: CollectorRegistry, exporter: InMemorySpanExporter
 ) -> None:
     with (
         tiny_flow(apf_apiserver) as flow,
         resilient_kube.ClientFactory(kubeconfig=apf_apiserver.kubeconfig) as kube,
     ):
         before = _total(registry, "rest_client_requests_total")
+        exporter.clear()  # tiny_flow's own calls go through the stock client: no spans anyway
         burst, numbers = resilient_burst(kube, flow.namespace, APF_CALLS_PER_THREAD)
         limiter = kube.stats().limiter
     assert limiter is not None
@@ -71,6 +83,14 @@ def test_apf_429s_retries_and_limiter_waits_are_scraped(
     flow_labels = {"flow_schema": flow.flow_schema_uid, "priority_level": flow.priority_level_uid}
     seen = _total(registry, "resilient_kube_flow_control_responses_total", **flow_labels)
     assert seen == numbers["attempts"]
+    # One span per call; the retried ones show their resend count and a retry event each.
+    spans = exporter.get_finished_spans()
+    assert len(spans) == burst.calls
+    resent = [(span.attributes or {}).get("http.request.resend_count", 0) for span in spans]
+    assert sum(resent) == retried  # type: ignore[arg-type]
+    for span, count in zip(spans, resent, strict=True):
+        assert (span.attributes or {})["http.response.status_code"] == 200
+        assert [event.name for event in span.events].count("retry") == count
 
 
 @pytest.fixture
@@ -142,20 +162,14 @@ def test_a_deprecated_crd_version_is_logged_once(
     assert _total(registry, "resilient_kube_server_warnings_total") == 3
 
 
-def test_every_call_has_a_span_with_the_right_attributes(apiserver: ApiServer) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.instrument(provider)
-    try:
-        with resilient_kube.ClientFactory(kubeconfig=apiserver.kubeconfig) as kube:
-            core = kube.core_v1()
-            core.list_namespace()
-            with pytest.raises(kubernetes.client.ApiException):
-                core.read_namespace("no-such-namespace")
-    finally:
-        tracing.uninstrument()
-        provider.shutdown()
+def test_every_call_has_a_span_with_the_right_attributes(
+    apiserver: ApiServer, exporter: InMemorySpanExporter
+) -> None:
+    with resilient_kube.ClientFactory(kubeconfig=apiserver.kubeconfig) as kube:
+        core = kube.core_v1()
+        core.list_namespace()
+        with pytest.raises(kubernetes.client.ApiException):
+            core.read_namespace("no-such-namespace")
     listed, missing = exporter.get_finished_spans()
     for span in (listed, missing):
         attributes = span.attributes or {}
