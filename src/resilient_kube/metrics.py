@@ -28,7 +28,8 @@ series                                                      labels              
 
 resilient_kube's own series (``resilient_kube_*``) are listed in ``docs/observability.md``.
 Labels are bounded: ``host`` is the API server's ``host:port``, ``code`` an HTTP status or
-``<error>``, ``reason`` and ``stop`` come from fixed sets; no path, no object name.
+``<error>``; ``reason``, ``error``, ``event`` and ``result`` come from fixed sets; no path, no
+object name.
 
 The hot path takes one uncontended lock per event and updates plain dicts; the Prometheus
 families are only built when the registry is scraped (``ClientMetrics.collect``).
