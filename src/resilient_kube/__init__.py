@@ -19,6 +19,7 @@ from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
 from ._stats import CredentialStats, RetryStats, Stats, TransportStats, WatchStats
 from ._stream import portforward, stream
+from ._warnings import ServerWarning, WarningHandler
 from .errors import (
     ConfigError,
     ConnectError,
@@ -69,12 +70,14 @@ __all__ = [
     "ResponseTooLarge",
     "RetryBudgetExhausted",
     "RetryStats",
+    "ServerWarning",
     "Settings",
     "Stats",
     "TLSError",
     "TimeoutException",
     "TransportError",
     "TransportStats",
+    "WarningHandler",
     "WatchStats",
     "__version__",
     "install_default",

@@ -30,6 +30,7 @@ from ._search import SearchingDnsCache, system_search
 from ._settings import Settings, Tuning
 from ._stats import Counters, Stats
 from ._transport import Transport
+from ._warnings import LogOnce, WarningHandler, WarningSink
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -86,7 +87,11 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
         self._counters = Counters(clock=clock)
         #: Where every layer reports what it did: the counters behind ``stats()``, and whatever
         #: ``subscribe`` adds.
-        self.events = Fanout([self._counters])
+        #: The server's ``Warning`` headers, logged once per distinct text unless turned off.
+        self._warnings = WarningSink(LogOnce())
+        self.events = Fanout(
+            [self._counters, self._warnings] if settings.server_warnings else [self._counters]
+        )
         self._limiter = (
             None
             if settings.qps is None
@@ -213,6 +218,19 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
     def unsubscribe(self, sink: EventSink) -> None:
         """Stop sending events to ``sink``."""
         self.events.remove(sink)
+
+    def on_server_warning(self, handler: WarningHandler | None) -> None:
+        """Hand each warning the API server sends (``Warning: 299 - "..."``) to ``handler``.
+
+        Replaces the default, which logs each distinct text once on ``resilient_kube.warnings``
+        (client-go's ``WarningHandler``); None drops warnings. ``handler`` gets a
+        ``ServerWarning(code, agent, text, host)`` per warning, on the calling thread.
+        """
+        if handler is None:
+            self.events.remove(self._warnings)
+            return
+        self._warnings.handler = handler
+        self.events.add(self._warnings)
 
     def close(self) -> None:
         """Close the thread pool, every pooled socket and the DNS cache's background work."""

@@ -235,6 +235,10 @@ class Settings:
     max_response_bytes: int | None = _setting(
         512 * 2**20, functools.partial(_optional_integer, minimum=1, maximum=2**62)
     )
+    #: Log each distinct ``Warning`` the API server sends (deprecated APIs, CRD versions,
+    #: validation) once per client on ``resilient_kube.warnings``; False drops them, as the
+    #: official client does. ``ApiClient.on_server_warning`` plugs in another handler.
+    server_warnings: bool = _setting(True, _boolean)
 
     #: The longest an exec credential plugin may run (it also counts against the call's
     #: deadline): a plugin that hangs fails the call with a clear error instead of hanging it.
@@ -380,6 +384,7 @@ class Tuning(TypedDict, total=False):
     watch_idle_timeout: float | timedelta | None
     max_response_bytes: int | None
     exec_timeout: float | timedelta
+    server_warnings: bool
     pool_maxsize: int
     pool_idle_timeout: float | timedelta | None
     keepalive_idle: float | timedelta | None

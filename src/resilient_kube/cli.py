@@ -8,10 +8,11 @@ and plain text otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 __all__ = ["main"]
@@ -51,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         help="bound on each stock call and its dead-server wait; the stock client has none (10)",
     )
     demo.add_argument("--json", action="store_true", help="print a JSON document instead")
+    demo.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics while the demo runs"
+        " (pip install 'resilient_kube[metrics]')",
+    )
     doctor = commands.add_parser(
         "doctor",
         help="walk the path to an API server (DNS, TCP, TLS, HTTP) and time each phase",
@@ -79,6 +87,13 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
     return value
 
 
@@ -208,12 +223,19 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    try:
-        with _Progress(sys.stderr, _demo.CLIENTS) as progress:
-            result = _demo.run_demo(options, progress)
-    except Exception as exc:  # the demo itself broke: say what, exit 1
-        print(f"resilient-kube demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    with contextlib.ExitStack() as stack:
+        if args.metrics_port is not None:
+            try:
+                stack.enter_context(_serving_metrics(args.metrics_port))
+            except (ImportError, OSError) as exc:
+                print(f"resilient-kube demo: --metrics-port: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+        try:
+            with _Progress(sys.stderr, _demo.CLIENTS) as progress:
+                result = _demo.run_demo(options, progress)
+        except Exception as exc:  # the demo itself broke: say what, exit 1
+            print(f"resilient-kube demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     if args.json:
         json.dump(result.to_json(), sys.stdout, indent=2)
         print()
@@ -226,6 +248,32 @@ def _demo(args: argparse.Namespace) -> int:
         sys.stdout,
     )
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _serving_metrics(port: int) -> Iterator[None]:
+    """prometheus_client's default registry, with every client's metrics, on loopback ``port``."""
+    from . import metrics
+
+    ours = metrics.registered() is None
+    metrics.register()  # the ImportError names the extra
+    import prometheus_client
+
+    try:
+        server, thread = prometheus_client.start_http_server(port, addr="127.0.0.1")
+    except OSError:
+        if ours:
+            metrics.unregister()
+        raise
+    print(f"metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        if ours:
+            metrics.unregister()
 
 
 # --- doctor ---------------------------------------------------------------------------------------
@@ -287,7 +335,6 @@ def _summary(phase: Any) -> str:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    import contextlib
 
     from . import _doctor
 

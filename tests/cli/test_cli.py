@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes.client import CoreV1Api
@@ -390,3 +391,47 @@ def test_doctor_never_shows_an_exec_plugins_output(
     assert kind == f"exec plugin {os.path.basename(sys.executable)}"
     # The first authenticated request (the version phase) runs it.
     assert "exited with status 3" in str(phases["version"]["error"])
+
+
+# --- demo --metrics-port ------------------------------------------------------------------
+
+
+def test_demo_serves_metrics_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import http.client
+    import socket
+
+    from resilient_kube import metrics
+
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    scraped: list[str] = []
+    real_run = _demo.run_demo
+
+    def run_then_scrape(options: _demo.DemoOptions, progress: _demo.Progress | None = None) -> Any:
+        result = real_run(options, progress)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/metrics")
+        scraped.append(connection.getresponse().read().decode())
+        connection.close()
+        return result
+
+    monkeypatch.setattr(_demo, "run_demo", run_then_scrape)
+    assert cli.main([*FAST_DEMO, "--json", "--metrics-port", str(port)]) == 0
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in capsys.readouterr().err
+    (text,) = scraped
+    # The resilient client's calls, by client-go's names (the stock client reports nothing).
+    assert 'rest_client_requests_total{code="200",host="api.demo.test:' in text
+    assert "rest_client_request_duration_seconds_bucket{" in text
+    assert "rest_client_rate_limiter_duration_seconds_count{" in text
+    # The server is gone and the registration undone once the demo is over.
+    assert metrics.registered() is None
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_demo_metrics_port_must_be_a_port(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--metrics-port", "70000"]) == 2
+    assert "not a TCP port" in capsys.readouterr().err
