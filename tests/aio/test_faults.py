@@ -108,7 +108,11 @@ def test_503_resets_and_429_on_32_tasks(
 ) -> None:
     """10% 503, 5% resets, 2% 429: stock about 83%, ours at least 99.9%."""
     calls = 32 * 10
-    mix = [(StatusFault(503), 0.10), (ResetConnection(), 0.05), (StatusFault(429), 0.02)]
+    mix: list[tuple[Fault, float]] = [
+        (StatusFault(503), 0.10),
+        (ResetConnection(), 0.05),
+        (StatusFault(429), 0.02),
+    ]
     stock, ours = run_both(server, configuration, mix, 32, 10)
     assert stock[0] / calls < 0.9
     assert ours[0] / calls >= 0.999
