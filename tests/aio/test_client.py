@@ -17,10 +17,12 @@ from resilient_kube import (
     ConnectionReset,
     ConnectTimeout,
     DeadlineExceeded,
+    EventSink,
     NameResolutionError,
     ReadTimeout,
     ResponseTooLarge,
     Settings,
+    TLSError,
 )
 from resilient_kube.aio import ApiClient, ClientFactory
 from resilient_kube.testing import (
@@ -370,3 +372,56 @@ def test_client_factory_loads_a_kubeconfig(server: FakeApiServer, tmp_path: Path
 def test_client_factory_refuses_two_sources(configuration: client.Configuration) -> None:
     with pytest.raises(ConfigError, match="one source"):
         ClientFactory(configuration, kubeconfig="x")
+
+
+class _Ended(EventSink):
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, int, str | None, str | None]] = []
+
+    def call_ended(
+        self, method: str, host: str, attempts: int, stop: str | None, error: str | None
+    ) -> None:
+        self.ended.append((method, attempts, stop, error))
+
+
+def test_a_cancelled_call_gives_its_connection_up(
+    server: FakeApiServer, configuration: client.Configuration
+) -> None:
+    server.inject(Stall())
+    sink = _Ended()
+
+    async def main() -> None:
+        async with ApiClient(configuration) as api:
+            api.subscribe(sink)
+            v1 = client.CoreV1Api(api)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(v1.list_namespace(), timeout=0.3)
+            assert (await v1.list_namespace()).items  # the client is still usable
+            assert api.stats().transport.connections_opened == 2
+
+    asyncio.run(main())
+    assert sink.ended == [("GET", 0, None, "CancelledError"), ("GET", 1, None, None)]
+
+
+def test_a_certificate_that_does_not_verify_is_not_retried() -> None:
+    with FakeApiServer(tls=True) as tls_server:
+        configuration = aio_configuration(tls_server)
+        configuration.ssl_ca_cert = None  # the system's CAs do not know the server's
+
+        async def main() -> None:
+            async with ApiClient(configuration) as api:
+                with pytest.raises(TLSError) as info:
+                    await client.CoreV1Api(api).list_namespace()
+                assert info.value.attempts == 1
+
+        asyncio.run(main())
+
+
+def test_tls_with_the_servers_ca(server: FakeApiServer) -> None:
+    with FakeApiServer(tls=True) as tls_server:
+
+        async def main() -> None:
+            async with ApiClient(aio_configuration(tls_server)) as api:
+                assert (await client.CoreV1Api(api).list_namespace()).items
+
+        asyncio.run(main())

@@ -191,12 +191,9 @@ class AsyncTransport:
             events.call_ended(call.method, host, call.attempts, call.stop, type(exc).__name__)
             log.warning("%s", exc)
             raise
-        except BaseException:
-            # Cancelled (or a bug): the call ends without an answer; a stream's response, if
-            # one was open, is closed with it.
-            if isinstance(outcome, aiohttp.ClientResponse):
-                outcome.close()
-            events.call_ended(call.method, host, call.attempts, call.stop, "CancelledError")
+        except BaseException as exc:
+            # Cancelled (or a bug): the call ends without an answer.
+            events.call_ended(call.method, host, call.attempts, call.stop, type(exc).__name__)
             raise
         events.call_ended(call.method, host, call.attempts, call.stop, None)
         assert isinstance(outcome, aiohttp.ClientResponse)  # Defensive: RETURN follows answers
@@ -299,6 +296,11 @@ class AsyncTransport:
                 response.close()  # the connection may be mid-answer: it goes, not back
             self._report(call, host, None, started, request_bytes=request_bytes, response_bytes=0)
             raise AttemptError(failure, cause) from exc
+        except BaseException:
+            # Cancelled while the answer was coming: its connection goes, not back to the pool.
+            if response is not None:
+                response.close()
+            raise
         self._report(
             call,
             host,
