@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from resilient_kube.testing import (
     TruncatedBody,
 )
 
+from ..integration.test_tls_and_proxy import _ForwardProxy
 from .conftest import aio_configuration, configmap
 
 CM = "/api/v1/namespaces/default/configmaps"
@@ -425,3 +427,32 @@ def test_tls_with_the_servers_ca(server: FakeApiServer) -> None:
                 assert (await client.CoreV1Api(api).list_namespace()).items
 
         asyncio.run(main())
+
+
+def test_the_environments_proxy_is_used_like_the_stock_clients(
+    server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stock session reads HTTP_PROXY per request (trust_env); ours once, when built."""
+    proxy = _ForwardProxy()
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+
+        async def main() -> None:
+            for make in (client.ApiClient, ApiClient):
+                async with make(aio_configuration(server)) as api:
+                    assert (await client.CoreV1Api(api).list_namespace()).items
+
+        asyncio.run(main())
+        assert proxy.forwarded == [f"{server.url}/api/v1/namespaces"] * 2
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        asyncio.run(main())
+        assert len(proxy.forwarded) == 2  # bypassed by both
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import socket
 import time
 from collections.abc import Callable
 from types import SimpleNamespace, TracebackType
@@ -15,8 +14,9 @@ import aiohttp
 import kubernetes.aio.client
 import kubernetes.aio.config
 import kubernetes.aio.watch
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
-from .._connection import socket_options
 from .._dns import DnsCache
 from .._events import EventSink, Fanout
 from .._limiter import TokenBucket
@@ -25,7 +25,7 @@ from .._retry import RetryBudget
 from .._settings import Settings, Tuning
 from .._stats import Counters, Stats
 from ..errors import ConfigError
-from ._resolver import CachedResolver
+from ._pool import make_connector
 from ._transport import REQUEST_TIMEOUT, AsyncTransport
 
 __all__ = ["ApiClient", "ClientFactory"]
@@ -102,18 +102,29 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
         rest_configuration = copy.copy(rest.configuration)
         rest_configuration.retries = None
         rest_configuration.client_go_retries = False
-        trace = aiohttp.TraceConfig()
-        trace.on_connection_create_end.append(self._count_opened)
-        trace.on_connection_reuseconn.append(self._count_reused)
-        rest_configuration.trace_configs = [
-            *(getattr(rest.configuration, "trace_configs", None) or ()),
-            trace,
-        ]
+        # aiohttp with trust_env=True (the stock session's) reads ~/.netrc and the proxy
+        # variables in a worker thread on every request, which costs more CPU than the rest of
+        # a call. The proxy the environment names for the API server is looked up once here
+        # instead; a trust_env the caller set in client_session_kwargs is kept as it is.
+        session_kwargs = dict(getattr(rest.configuration, "client_session_kwargs", None) or {})
+        env_proxy = None
+        if "trust_env" not in session_kwargs:
+            session_kwargs["trust_env"] = False
+            if rest.proxy is None:
+                env_proxy = _env_proxy(rest_configuration.host)
+        rest_configuration.client_session_kwargs = session_kwargs
         rest.configuration = rest_configuration
         rest._effective_retry_options = None
         # The stock session (trust_env, buffer size, trace configs, client_session_kwargs) with
         # resilient_kube's connector; an explicit client_session_kwargs["connector"] still wins.
-        rest._create_connector = functools.partial(_connector, rest, settings, self._dns)
+        rest._create_connector = functools.partial(
+            make_connector,
+            rest,
+            settings,
+            self._dns,
+            opened=self._counters.ticker("connections_opened"),
+            reused=self._counters.ticker("connections_reused"),
+        )
         budget = RetryBudget(
             settings.retry_budget_ratio,
             settings.retry_budget_min_per_second,
@@ -127,6 +138,7 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
             self.events,
             self._counters.ticker("requests"),
             limiter=self._limiter,
+            proxy=env_proxy,
         )
         rest.pool_manager = self.transport
 
@@ -145,12 +157,6 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
             return await super().call_api(*args, **kwargs)
         finally:
             REQUEST_TIMEOUT.reset(token)
-
-    async def _count_opened(self, *_: object) -> None:
-        self._counters.add("connections_opened")
-
-    async def _count_reused(self, *_: object) -> None:
-        self._counters.add("connections_reused")
 
     def stats(self) -> Stats:
         """A snapshot of this client's counters: transport, retries, limiter and DNS."""
@@ -177,40 +183,14 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
             self._dns.close()
 
 
-def _connector(rest: Any, settings: Settings, dns: DnsCache | None) -> aiohttp.TCPConnector:
-    """The pool: ``pool_maxsize`` connections, idle expiry, keepalive, the DNS cache.
-
-    Built like the stock ``RESTClientObject._create_connector`` (its TLS context and
-    ``tcp_connector_limit_per_host``), inside the running loop.
-    """
-    options = socket_options(settings)
-
-    def make_socket(addr_info: tuple[Any, ...]) -> socket.socket:
-        family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
-        sock = socket.socket(family, kind, proto)
-        try:
-            for level, name, value in options:
-                sock.setsockopt(level, name, value)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-    kwargs: dict[str, Any] = {
-        "limit": settings.pool_maxsize,
-        "ssl": rest.ssl_context,
-        # None: a pooled connection never expires from idling alone, as pool_idle_timeout=None.
-        "keepalive_timeout": settings.pool_idle_timeout,
-        "socket_factory": make_socket,
-    }
-    limit_per_host = getattr(rest.configuration, "tcp_connector_limit_per_host", None)
-    if limit_per_host is not None:
-        kwargs["limit_per_host"] = limit_per_host
-    if dns is not None:
-        # One cache with one set of rules: aiohttp's own (10 s, no negative caching) is off.
-        kwargs["resolver"] = CachedResolver(dns)
-        kwargs["use_dns_cache"] = False
-    return aiohttp.TCPConnector(**kwargs)
+def _env_proxy(host: str) -> tuple[str, aiohttp.BasicAuth | None] | None:
+    """The proxy (and its credentials) that ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` name
+    for ``host``, as aiohttp's ``trust_env`` would find it per request; None for no proxy."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(host))
+    except (LookupError, ValueError):
+        return None
+    return str(proxy), auth
 
 
 async def _load_configuration(

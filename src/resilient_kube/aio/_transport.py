@@ -101,6 +101,7 @@ class AsyncTransport:
         events: where attempts, retries, limiter waits and call ends are reported.
         requests: the running count of calls (the retry budget's measure of traffic).
         limiter: the client's token bucket, or None.
+        proxy: the proxy URL and credentials from the environment, for calls without one.
         sleep: how to wait (injectable for tests).
     """
 
@@ -112,6 +113,7 @@ class AsyncTransport:
         requests: Iterator[int],
         *,
         limiter: TokenBucket | None,
+        proxy: tuple[str, aiohttp.BasicAuth | None] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self._make_session = make_session
@@ -122,6 +124,9 @@ class AsyncTransport:
         self._requests = requests
         self.limiter = limiter
         self._sleep = sleep
+        #: The proxy the environment names for the API server (looked up once), used when the
+        #: configuration names none.
+        self._proxy = proxy
         settings = policy.settings
         #: Every call's per-attempt timeouts unless it brings its own or the deadline is nearer.
         self._timeout = aiohttp.ClientTimeout(
@@ -138,6 +143,8 @@ class AsyncTransport:
         """Send one API call: every attempt, wait and retry happens in here."""
         policy = self.policy
         kwargs.pop("retry_options", None)  # never a second retry layer
+        if self._proxy is not None and "proxy" not in kwargs:
+            kwargs["proxy"], kwargs["proxy_auth"] = self._proxy
         given = REQUEST_TIMEOUT.get()
         request_timeout = _request_timeout(timeout) if given is UNSET else given
         data = kwargs.get("data")
