@@ -20,6 +20,7 @@ from resilient_kube import (
     DeadlineExceeded,
     EventSink,
     NameResolutionError,
+    RateLimitTimeout,
     ReadTimeout,
     ResponseTooLarge,
     Settings,
@@ -456,3 +457,25 @@ def test_the_environments_proxy_is_used_like_the_stock_clients(
         proxy.shutdown()
         proxy.server_close()
         thread.join(5)
+
+
+def test_streams_skip_the_limiter(
+    server: FakeApiServer, configuration: client.Configuration
+) -> None:
+    """With the one token spent, a LIST would wait 100 s; a watch opens at once."""
+
+    async def main() -> None:
+        async with ApiClient(configuration, qps=0.01, burst=1, deadline=1) as api:
+            v1 = client.CoreV1Api(api)
+            await v1.list_namespace()
+            with pytest.raises(RateLimitTimeout):
+                await v1.list_namespace()
+            async with watch.Watch() as w:
+                events = [e["type"] async for e in w.stream(v1.list_namespace, timeout_seconds=1)]
+            assert events == ["ADDED"] * 4
+            limiter = api.stats().limiter
+            assert limiter is not None
+            assert limiter.admitted == 1
+
+    asyncio.run(main())
+    assert server.request_count("watch") == 1
