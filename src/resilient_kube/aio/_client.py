@@ -10,23 +10,17 @@ from collections.abc import Callable
 from types import SimpleNamespace, TracebackType
 from typing import Any, TypeVar, Unpack
 
-import aiohttp
 import kubernetes.aio.client
 import kubernetes.aio.config
 import kubernetes.aio.watch
-from aiohttp.helpers import get_env_proxy_for_url
-from yarl import URL
 
-from .._dns import DnsCache
-from .._events import EventSink, Fanout
-from .._limiter import TokenBucket
-from .._policy import Policy
-from .._retry import RetryBudget
+from .._events import EventSink
 from .._settings import Settings, Tuning
-from .._stats import Counters, Stats
+from .._stats import Stats
 from ..errors import ConfigError
+from ._core import Parts, env_proxy
 from ._pool import make_connector
-from ._transport import REQUEST_TIMEOUT, AsyncTransport
+from ._transport import REQUEST_TIMEOUT
 
 __all__ = ["ApiClient", "ClientFactory"]
 
@@ -59,6 +53,8 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
         >>> api = CoreV1Api(ApiClient(Configuration(host="http://127.0.0.1:1"), read_timeout=10))
     """
 
+    _rk: Parts
+
     def __init__(
         self,
         configuration: kubernetes.aio.client.Configuration | None = None,
@@ -74,26 +70,9 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
         self.settings = Settings.from_kwargs(settings, **tuning)
         super().__init__(configuration, header_name, header_value, cookie)
         settings = self.settings
-        self._counters = Counters(clock=clock)
-        #: Where every layer reports what it did: the counters behind ``stats()``, and whatever
-        #: ``subscribe`` adds.
-        self.events = Fanout([self._counters])
-        self._limiter = (
-            None if settings.qps is None else TokenBucket(settings.qps, settings.burst, clock=clock)
-        )
-        self._dns = (
-            DnsCache(
-                nameservers=settings.dns_nameservers,
-                min_ttl=settings.dns_min_ttl,
-                max_ttl=settings.dns_max_ttl,
-                negative_ttl=settings.dns_negative_ttl,
-                stale_ttl=settings.dns_stale_ttl,
-                timeout=settings.dns_timeout,
-                clock=clock,
-            )
-            if settings.dns_cache
-            else None
-        )
+        self._rk = parts = Parts(settings, clock)
+        #: Where every layer reports what it did (``subscribe`` adds to it).
+        self.events = parts.events
         rest = self.rest_client
         # The official client's own retry layers must not stack on ours: aiohttp-retry, built
         # from `retries` when the REST layer was made, and the client-go style 429 retries read
@@ -102,16 +81,14 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
         rest_configuration = copy.copy(rest.configuration)
         rest_configuration.retries = None
         rest_configuration.client_go_retries = False
-        # aiohttp with trust_env=True (the stock session's) reads ~/.netrc and the proxy
-        # variables in a worker thread on every request, which costs more CPU than the rest of
-        # a call. The proxy the environment names for the API server is looked up once here
-        # instead; a trust_env the caller set in client_session_kwargs is kept as it is.
+        # The proxy the environment names is looked up once (env_proxy says why); a trust_env
+        # the caller set in client_session_kwargs is kept as it is.
         session_kwargs = dict(getattr(rest.configuration, "client_session_kwargs", None) or {})
-        env_proxy = None
+        proxy = None
         if "trust_env" not in session_kwargs:
             session_kwargs["trust_env"] = False
             if rest.proxy is None:
-                env_proxy = _env_proxy(rest_configuration.host)
+                proxy = env_proxy(rest_configuration.host)
         rest_configuration.client_session_kwargs = session_kwargs
         rest.configuration = rest_configuration
         rest._effective_retry_options = None
@@ -119,27 +96,14 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
         # resilient_kube's connector; an explicit client_session_kwargs["connector"] still wins.
         rest._create_connector = functools.partial(
             make_connector,
-            rest,
             settings,
-            self._dns,
-            opened=self._counters.ticker("connections_opened"),
-            reused=self._counters.ticker("connections_reused"),
+            parts.dns,
+            ssl=rest.ssl_context,
+            limit_per_host=getattr(rest_configuration, "tcp_connector_limit_per_host", None),
+            opened=parts.counters.ticker("connections_opened"),
+            reused=parts.counters.ticker("connections_reused"),
         )
-        budget = RetryBudget(
-            settings.retry_budget_ratio,
-            settings.retry_budget_min_per_second,
-            settings.retry_budget_window,
-            calls=functools.partial(self._counters.value, "requests"),
-            clock=clock,
-        )
-        self.transport = AsyncTransport(
-            rest._create_pool_manager,
-            Policy(settings, budget, clock=clock),
-            self.events,
-            self._counters.ticker("requests"),
-            limiter=self._limiter,
-            proxy=env_proxy,
-        )
+        self.transport = parts.transport(rest._create_pool_manager, proxy)
         rest.pool_manager = self.transport
 
     async def call_api(self, *args: Any, **kwargs: Any) -> Any:
@@ -160,37 +124,20 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
 
     def stats(self) -> Stats:
         """A snapshot of this client's counters: transport, retries, limiter and DNS."""
-        return Stats(
-            transport=self._counters.transport_stats(),
-            retry=self._counters.retry_stats(),
-            limiter=None if self._limiter is None else self._limiter.stats(),
-            dns=None if self._dns is None else self._dns.stats(),
-            watch=self._counters.watch_stats(),
-        )
+        return self._rk.stats()
 
     def subscribe(self, sink: EventSink) -> None:
         """Send this client's events (attempts, retries, waits, ...) to ``sink``."""
-        self.events.add(sink)
+        self._rk.subscribe(sink)
 
     def unsubscribe(self, sink: EventSink) -> None:
         """Stop sending events to ``sink``."""
-        self.events.remove(sink)
+        self._rk.unsubscribe(sink)
 
     async def close(self) -> None:
         """Close the session, every pooled connection and the DNS cache's background work."""
         await super().close()
-        if self._dns is not None:
-            self._dns.close()
-
-
-def _env_proxy(host: str) -> tuple[str, aiohttp.BasicAuth | None] | None:
-    """The proxy (and its credentials) that ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` name
-    for ``host``, as aiohttp's ``trust_env`` would find it per request; None for no proxy."""
-    try:
-        proxy, auth = get_env_proxy_for_url(URL(host))
-    except (LookupError, ValueError):
-        return None
-    return str(proxy), auth
+        self._rk.close()
 
 
 async def _load_configuration(

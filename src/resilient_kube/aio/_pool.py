@@ -1,7 +1,7 @@
 """The asyncio client's connection pool: aiohttp's ``TCPConnector``, sized and counted.
 
-Built like the stock ``RESTClientObject._create_connector`` (its TLS context and
-``tcp_connector_limit_per_host``), with what the sync client's pool has: ``pool_maxsize``
+Built like the stock ``RESTClientObject._create_connector`` of ``kubernetes.aio`` (its TLS
+context and ``tcp_connector_limit_per_host``), with what the sync client's pool has: ``pool_maxsize``
 connections, idle expiry after ``pool_idle_timeout``, TCP keepalive and ``TCP_USER_TIMEOUT`` on
 every socket (``_connection.socket_options``), and the DNS cache as the resolver.
 """
@@ -48,19 +48,21 @@ class _CountingConnector(aiohttp.TCPConnector):
 
 
 def make_connector(
-    rest: Any,
     settings: Settings,
     dns: DnsCache | None,
     *,
+    ssl: Any,
+    limit_per_host: int | None,
     opened: Iterator[int],
     reused: Iterator[int],
 ) -> aiohttp.TCPConnector:
-    """The pool for ``rest`` (a ``kubernetes.aio`` ``RESTClientObject``), made in the running loop.
+    """The pool, made in the running loop (aiohttp connectors belong to one).
 
     Args:
-        rest: the REST layer whose TLS context and configuration the pool uses.
         settings: the client's settings.
         dns: the client's DNS cache, or None for the system resolver (aiohttp's threaded one).
+        ssl: the REST layer's TLS context (its CA, client certificate and verification).
+        limit_per_host: ``tcp_connector_limit_per_host`` of the configuration, if any.
         opened: counted once per connection opened.
         reused: counted once per pooled connection handed to a request.
     """
@@ -79,12 +81,11 @@ def make_connector(
 
     kwargs: dict[str, Any] = {
         "limit": settings.pool_maxsize,
-        "ssl": rest.ssl_context,
+        "ssl": ssl,
         # None: a pooled connection never expires from idling alone, as pool_idle_timeout=None.
         "keepalive_timeout": settings.pool_idle_timeout,
         "socket_factory": make_socket,
     }
-    limit_per_host = getattr(rest.configuration, "tcp_connector_limit_per_host", None)
     if limit_per_host is not None:
         kwargs["limit_per_host"] = limit_per_host
     if dns is not None:

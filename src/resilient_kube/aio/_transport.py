@@ -73,10 +73,13 @@ class _Answer:
 
 def _request_timeout(timeout: object) -> float | tuple[float | None, float | None] | None:
     """The caller's ``_request_timeout`` read back from what the stock REST layer passed on."""
-    if isinstance(timeout, aiohttp.ClientTimeout):  # kubernetes_asyncio-style callers
+    if isinstance(timeout, aiohttp.ClientTimeout):  # kubernetes_asyncio passes these
         if timeout.total is not None:
             return float(timeout.total)
-        return (timeout.sock_connect, timeout.sock_read)
+        connect = timeout.sock_connect if timeout.sock_connect is not None else timeout.connect
+        if connect is None and timeout.sock_read is None:
+            return None  # ClientTimeout(), kubernetes_asyncio's "none given"
+        return (connect, timeout.sock_read)
     if isinstance(timeout, tuple):
         return (timeout[0], timeout[1])
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
