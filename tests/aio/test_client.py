@@ -479,3 +479,17 @@ def test_streams_skip_the_limiter(
 
     asyncio.run(main())
     assert server.request_count("watch") == 1
+
+
+def test_request_timeout_pair_replaces_connect_and_read(
+    server: FakeApiServer, configuration: client.Configuration
+) -> None:
+    server.inject(Delay(2), verb="list")
+
+    async def main() -> None:
+        async with ApiClient(configuration, read_timeout=30, backoff_base=0.01) as api:
+            v1 = client.CoreV1Api(api)
+            assert (await v1.list_namespace(_request_timeout=(5, 0.3))).items
+            assert api.stats().retry.retries_by_reason == {"read_timeout": 1}
+
+    asyncio.run(main())
