@@ -493,3 +493,19 @@ def test_request_timeout_pair_replaces_connect_and_read(
             assert api.stats().retry.retries_by_reason == {"read_timeout": 1}
 
     asyncio.run(main())
+
+
+def test_client_factory_dynamic_client(
+    server: FakeApiServer, configuration: client.Configuration
+) -> None:
+    async def main() -> None:
+        async with ClientFactory(configuration) as kube:
+            dyn = await kube.dynamic()
+            assert await kube.dynamic() is dyn
+            configmaps = await dyn.resources.get(api_version="v1", kind="ConfigMap")
+            await dyn.create(configmaps, body=configmap("d"), namespace="default")
+            got = await dyn.get(configmaps, name="d", namespace="default")
+            assert got.to_dict()["data"] == {"key": "value"}
+            assert kube.stats().transport.failures == 0
+
+    asyncio.run(main())

@@ -12,6 +12,7 @@ from typing import Any, TypeVar, Unpack
 
 import kubernetes.aio.client
 import kubernetes.aio.config
+import kubernetes.aio.dynamic
 import kubernetes.aio.watch
 
 from .._events import EventSink
@@ -216,6 +217,7 @@ class ClientFactory:
         )
         self._client: ApiClient | None = None
         self._apis: dict[type[Any], Any] = {}
+        self._dynamic: kubernetes.aio.dynamic.DynamicClient | None = None
 
     @property
     def api_client(self) -> ApiClient:
@@ -259,6 +261,12 @@ class ClientFactory:
     def custom_objects(self) -> kubernetes.aio.client.CustomObjectsApi:
         return self.api(kubernetes.aio.client.CustomObjectsApi)
 
+    async def dynamic(self) -> kubernetes.aio.dynamic.DynamicClient:
+        """The dynamic client (built on first use: it reads the server's discovery documents)."""
+        if self._dynamic is None:
+            self._dynamic = await kubernetes.aio.dynamic.DynamicClient(self.api_client)
+        return self._dynamic
+
     def watch(self) -> kubernetes.aio.watch.Watch:
         """A new ``kubernetes.aio.watch.Watch`` (one per stream; pass it this factory's methods)."""
         return kubernetes.aio.watch.Watch()
@@ -271,6 +279,7 @@ class ClientFactory:
         """Release every socket and background thread."""
         client, self._client = self._client, None
         self._apis.clear()
+        self._dynamic = None
         if client is not None:
             await client.close()
 
