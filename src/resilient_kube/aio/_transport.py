@@ -229,10 +229,13 @@ class AsyncTransport:
         return self.session is None or self.session.closed
 
     def __getattr__(self, name: str) -> Any:
-        # Code that reaches into the stock session (connector, cookie_jar, ...) keeps finding it.
-        if name == "session":  # Defensive: not yet set (during a failed __init__)
+        # Code that reaches into the stock session (connector, cookie_jar, ...) keeps finding it
+        # once there is one; before the first call the stock REST layer has none either (and a
+        # session must not be made outside the loop).
+        session = self.__dict__.get("session")
+        if session is None:
             raise AttributeError(name)
-        return getattr(self._get_session(), name)
+        return getattr(session, name)
 
     # --- one call --------------------------------------------------------------------------
 
