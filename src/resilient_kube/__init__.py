@@ -14,6 +14,7 @@ from ._events import EventSink
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
 from ._stats import RetryStats, Stats, TransportStats, WatchStats
+from ._watch import Watch
 from .errors import (
     ConfigError,
     ConnectError,
@@ -58,6 +59,7 @@ __all__ = [
     "TimeoutException",
     "TransportError",
     "TransportStats",
+    "Watch",
     "WatchStats",
     "__version__",
 ]

@@ -24,6 +24,7 @@ from ._retry import RetryBudget
 from ._settings import Settings
 from ._stats import Counters, Stats
 from ._transport import Transport
+from ._watch import Watch
 from .errors import ConfigError
 
 __all__ = ["ApiClient", "ClientFactory"]
@@ -259,9 +260,12 @@ class ClientFactory:
                 self._dynamic = kubernetes.dynamic.DynamicClient(self.api_client)
             return self._dynamic
 
-    def watch(self) -> kubernetes.watch.Watch:
-        """A new ``kubernetes.watch.Watch`` (one per stream; pass it this factory's API methods)."""
-        return kubernetes.watch.Watch()
+    def watch(self, return_type: Any = None) -> Watch:
+        """A new ``resilient_kube.Watch`` (one per stream; pass it this factory's API methods).
+
+        It resumes after a break from the last resourceVersion it delivered (docs/watches.md).
+        """
+        return Watch(return_type)
 
     def stats(self) -> Stats:
         """A snapshot of the shared client's counters."""
