@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from ._backoff import BackoffPolicy
 from ._client import ApiClient, ClientFactory
 from ._dns import DnsStats
 from ._events import EventSink
+from ._informer import ObjectCache, SharedInformer
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
 from ._stats import RetryStats, Stats, TransportStats, WatchStats
@@ -37,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_SETTINGS",
     "ApiClient",
+    "BackoffPolicy",
     "ClientFactory",
     "ConfigError",
     "ConnectError",
@@ -47,6 +50,7 @@ __all__ = [
     "EventSink",
     "LimiterStats",
     "NameResolutionError",
+    "ObjectCache",
     "RateLimitTimeout",
     "ReadTimeout",
     "ResilientKubeError",
@@ -54,6 +58,7 @@ __all__ = [
     "RetryBudgetExhausted",
     "RetryStats",
     "Settings",
+    "SharedInformer",
     "Stats",
     "TLSError",
     "TimeoutException",

@@ -19,6 +19,7 @@ import kubernetes.watch
 from ._connection import PoolContext, install_pools
 from ._dns import DnsCache
 from ._events import EventSink, Fanout
+from ._informer import SharedInformer
 from ._limiter import TokenBucket
 from ._retry import RetryBudget
 from ._settings import Settings
@@ -266,6 +267,17 @@ class ClientFactory:
         It resumes after a break from the last resourceVersion it delivered (docs/watches.md).
         """
         return Watch(return_type)
+
+    def informer(self, list_func: Callable[..., Any] | str, **kwargs: Any) -> SharedInformer:
+        """A ``resilient_kube.SharedInformer`` over ``list_func`` on this factory's client.
+
+        ``list_func`` is a list method of this factory's API objects, or its name on
+        ``core_v1()`` (``"list_namespaced_pod"``); ``kwargs`` are the informer's (namespace,
+        label_selector, resync_period, ...). Start it with ``start()``.
+        """
+        if isinstance(list_func, str):
+            list_func = getattr(self.core_v1(), list_func)
+        return SharedInformer(list_func, **kwargs)
 
     def stats(self) -> Stats:
         """A snapshot of the shared client's counters."""

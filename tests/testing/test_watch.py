@@ -248,4 +248,4 @@ def test_watch_fault_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="after_events=-1"):
         ResetWatch(-1)
     with pytest.raises(ValueError, match="after_events=True"):
-        EndWatch(True)  # type: ignore[arg-type]
+        EndWatch(True)
