@@ -275,9 +275,8 @@ class ClientFactory:
         ``core_v1()`` (``"list_namespaced_pod"``); ``kwargs`` are the informer's (namespace,
         label_selector, resync_period, ...). Start it with ``start()``.
         """
-        if isinstance(list_func, str):
-            list_func = getattr(self.core_v1(), list_func)
-        return SharedInformer(list_func, **kwargs)
+        func = getattr(self.core_v1(), list_func) if isinstance(list_func, str) else list_func
+        return SharedInformer(func, **kwargs)
 
     def stats(self) -> Stats:
         """A snapshot of the shared client's counters."""
