@@ -353,6 +353,7 @@ class SharedInformer:
     def _watch_once(self) -> None:
         """Watch from the current version until the stream ends, fails or is stopped."""
         watch = Watch(backoff=self._backoff, clock=self._clock, sleep=self._sleep, rng=self._rng)
+        watch._abort = self._stop_event
         self._watch = watch
         if self._stop_event.is_set():  # stop() came before the watch existed
             return

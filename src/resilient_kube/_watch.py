@@ -116,6 +116,8 @@ class Watch(kubernetes.watch.Watch):  # type: ignore[misc]
         self._woken = threading.Event()
         self._stop = False
         self._resp: Any = None
+        #: Set by an owner whose stop() must also end a stream that has not started yet.
+        self._abort: threading.Event | None = None
 
     def stop(self) -> None:
         """End the stream: the generator returns after the event in hand (thread-safe)."""
@@ -138,6 +140,10 @@ class Watch(kubernetes.watch.Watch):  # type: ignore[misc]
         """
         self._stop = False
         self._woken.clear()
+        if self._abort is not None and self._abort.is_set():
+            # The owner (an informer) stopped before this generator first ran: its stop()
+            # may have come before the line above cleared the flag.
+            return
         watch_arg = self.get_watch_argument_name(func)
         if watch_arg != "watch":
             # follow=True: a log stream has no resourceVersion to resume from.
