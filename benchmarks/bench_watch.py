@@ -160,10 +160,14 @@ def _informer_memory(kind: str) -> tuple[float, float]:
             gc.collect()
             held = tracemalloc.get_traced_memory()[0] - base
             tracemalloc.stop()
-            # The stock informer's stop() can miss a watch that has not sent its request yet
-            # (kubernetes 37's Watch.stream clears the stop flag when it starts): stop after it did.
+            # The stock informer's stop() can miss its watch (kubernetes 37's Watch.stream clears
+            # the stop flag when it starts, and stop() finds no response before the headers came
+            # back) and then joins forever: stop it from a daemon thread, bounded; the server's
+            # shutdown below ends the stream.
             assert server.wait_for_requests(1, verb="watch", timeout=30)
-            informer.stop()
+            stopper = threading.Thread(target=informer.stop, daemon=True)
+            stopper.start()
+            stopper.join(10)
         finally:
             api.close()
     return held / 2**20, synced
