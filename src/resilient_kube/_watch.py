@@ -215,7 +215,6 @@ class Watch(kubernetes.watch.Watch):  # type: ignore[misc]
                     # One try around the whole read: a for loop is cheaper per line than
                     # next() in a try. An exception thrown in at the yield is the caller's
                     # (in_caller), never taken for a broken stream.
-                    in_caller = False
                     for line in iter_resp_lines(resp):
                         if deserialize:
                             event = unmarshal(line, return_type)
