@@ -6,6 +6,7 @@ whole sequence, so an event delivered twice, skipped or out of order fails them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -362,3 +363,32 @@ def test_bad_arguments_name_the_value(core: client.CoreV1Api) -> None:
         SharedInformer(core.list_namespaced_config_map, page_size=0)
     with pytest.raises(ValueError, match="Unknown event_type 'NOPE'"):
         SharedInformer(core.list_namespaced_config_map).add_event_handler("NOPE", print)
+
+
+def test_expired_continue_token_starts_the_list_over(
+    server: FakeApiServer, core: client.CoreV1Api
+) -> None:
+    expected = sorted(create(core, f"c{i}") for i in range(5))
+    pages: list[dict[str, Any]] = []
+
+    @functools.wraps(core.list_namespaced_config_map)
+    def list_func(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("watch"):
+            pages.append(dict(kwargs))
+        result = core.list_namespaced_config_map(*args, **kwargs)
+        if not kwargs.get("watch") and len(pages) == 1:
+            # A write, then a compaction: the first page's continue token is now too old.
+            core.create_namespaced_secret("default", {"metadata": {"name": "s"}})
+            server.compact()
+        return result
+
+    informer = SharedInformer(list_func, namespace="default", page_size=2, sleep=lambda s: None)
+    recorder = Recorder(informer)
+    informer.start()
+    try:
+        assert informer.wait_for_sync(10)
+        assert sorted(recorder.wait_for(5)) == expected  # each object once
+    finally:
+        informer.stop()
+    # Page 1, its continue answered 410, then the whole list again: 3 pages.
+    assert [bool(p.get("_continue")) for p in pages] == [False, True, False, True, True]

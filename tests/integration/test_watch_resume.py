@@ -8,6 +8,7 @@ slept (``sleep=``), so the tests run at the server's pace.
 from __future__ import annotations
 
 import random
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -329,3 +330,34 @@ def test_deserialize_false_gives_plain_dicts(server: FakeApiServer, core: client
         if len(seen) == len(expected):
             watch.stop()
     assert seen == expected
+
+
+def test_follow_log_streams_stay_plain_lines() -> None:
+    """``follow=True`` goes to the stock line stream: lines as they come, no resume logic."""
+    body = b"first line\n\nsecond line\n"
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while b"\r\n\r\n" not in conn.recv(65536):
+                pass  # Defensive: the request arrives in one read on loopback
+            chunked = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+                b"Connection: close\r\n\r\n" + chunked
+            )
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    api = resilient_kube.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
+    try:
+        core = client.CoreV1Api(api)
+        lines = list(Watch().stream(core.read_namespaced_pod_log, "pod", "default", follow=True))
+        assert lines == ["first line", "", "second line"]
+        assert api.stats().watch.restarts == 0
+    finally:
+        api.close()
+        thread.join(5)
+        listener.close()
