@@ -389,6 +389,8 @@ class SharedInformer:
                 self._resource_version = None
             else:
                 log.warning("informer watch failed (%s); again in %.2f s", exc, step.wait)
+                # The watch could not start (it restarts itself once it has): count it too.
+                self._events.watch_restart(step.reason, step.wait)
             self._fire(ERROR, exc)
             self._wait(step.wait)
         finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._backoff import Backoff
+from ._watch_rules import classify_break
 from .errors import ResourceExpired
 
 __all__ = ["Step", "after_failure", "meta_of", "relist_changes"]
@@ -85,5 +86,6 @@ def after_failure(error: BaseException, backoff: Backoff, *, listing: bool) -> S
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         attempts = 1
     status = getattr(error, "status", None)
-    reason = f"status_{status}" if isinstance(status, int) else type(error).__name__
+    # The watch's fixed set of reasons; a 401 or 403 is status_401 or status_403.
+    reason = classify_break(error) or (f"status_{status}" if isinstance(status, int) else "error")
     return Step("relist" if listing else "rewatch", backoff.failure(attempts), reason)

@@ -63,7 +63,7 @@ def test_expired_watch_relists_at_once() -> None:
 def test_failures_back_off_and_count_wire_attempts() -> None:
     backoff = Backoff(clock=FakeClock(), rng=random.Random(1))
     step = after_failure(ConnectError("refused", attempts=5), backoff, listing=False)
-    assert step.action == "rewatch"
+    assert (step.action, step.reason) == ("rewatch", "connect")
     assert 0 <= step.wait <= 0.8 * 2**4
     assert backoff.steps == 5
 
