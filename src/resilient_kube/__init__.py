@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import logging
 
+from ._backoff import BackoffPolicy
 from ._client import ApiClient, ClientFactory
 from ._credentials import CredentialSpec, ExecConfig
 from ._default import DefaultClient, install_default, uninstall_default
 from ._dns import DnsStats
 from ._endpoints import EndpointStats
 from ._events import EventSink
+from ._informer import ObjectCache, SharedInformer
 from ._leader import ElectionTiming, LeaderElector, Leadership
 from ._limiter import LimiterStats
 from ._settings import DEFAULT_SETTINGS, Settings
 from ._stats import CredentialStats, RetryStats, Stats, TransportStats, WatchStats
 from ._stream import portforward, stream
 from ._warnings import ServerWarning, WarningHandler
+from ._watch import Watch
 from .errors import (
     ConfigError,
     ConnectError,
@@ -44,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_SETTINGS",
     "ApiClient",
+    "BackoffPolicy",
     "ClientFactory",
     "ConfigError",
     "ConnectError",
@@ -63,6 +67,7 @@ __all__ = [
     "Leadership",
     "LimiterStats",
     "NameResolutionError",
+    "ObjectCache",
     "RateLimitTimeout",
     "ReadTimeout",
     "ResilientKubeError",
@@ -72,12 +77,14 @@ __all__ = [
     "RetryStats",
     "ServerWarning",
     "Settings",
+    "SharedInformer",
     "Stats",
     "TLSError",
     "TimeoutException",
     "TransportError",
     "TransportStats",
     "WarningHandler",
+    "Watch",
     "WatchStats",
     "__version__",
     "install_default",

@@ -23,6 +23,7 @@ from ._credentials import CredentialSpec, install_credentials, kubeconfig_creden
 from ._dns import DnsCache
 from ._endpoints import EndpointSet, HealthChecker
 from ._events import EventSink, Fanout
+from ._informer import SharedInformer
 from ._limiter import TokenBucket
 from ._policy import Policy
 from ._retry import RetryBudget
@@ -31,6 +32,7 @@ from ._settings import Settings, Tuning
 from ._stats import Counters, Stats
 from ._transport import Transport
 from ._warnings import LogOnce, WarningHandler, WarningSink
+from ._watch import Watch
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -397,9 +399,22 @@ class ClientFactory:
                 self._dynamic = kubernetes.dynamic.DynamicClient(self.api_client)
             return self._dynamic
 
-    def watch(self) -> kubernetes.watch.Watch:
-        """A new ``kubernetes.watch.Watch`` (one per stream; pass it this factory's API methods)."""
-        return kubernetes.watch.Watch()
+    def watch(self, return_type: Any = None) -> Watch:
+        """A new ``resilient_kube.Watch`` (one per stream; pass it this factory's API methods).
+
+        It resumes after a break from the last resourceVersion it delivered (docs/watches.md).
+        """
+        return Watch(return_type)
+
+    def informer(self, list_func: Callable[..., Any] | str, **kwargs: Any) -> SharedInformer:
+        """A ``resilient_kube.SharedInformer`` over ``list_func`` on this factory's client.
+
+        ``list_func`` is a list method of this factory's API objects, or its name on
+        ``core_v1()`` (``"list_namespaced_pod"``); ``kwargs`` are the informer's (namespace,
+        label_selector, resync_period, ...). Start it with ``start()``.
+        """
+        func = getattr(self.core_v1(), list_func) if isinstance(list_func, str) else list_func
+        return SharedInformer(func, **kwargs)
 
     def stats(self) -> Stats:
         """A snapshot of the shared client's counters."""

@@ -119,10 +119,12 @@ class Counters(EventSink):
         "_lock",
         "_restart_reasons",
         "_retry_reasons",
+        "_watch_bookmarks",
         "_watch_counts",
+        "_watch_events",
     )
 
-    _NAMES = (*TransportStats._fields, "budget_refusals")
+    _NAMES = (*TransportStats._fields, "budget_refusals", "watch_events", "watch_bookmarks")
     #: Never raises: the fanout calls it without a guard.
     trusted = True
 
@@ -133,6 +135,8 @@ class Counters(EventSink):
             event: self._counts[f"connections_{event}"]
             for event in ("opened", "reused", "expired", "retired")
         }
+        self._watch_events = self._counts["watch_events"]
+        self._watch_bookmarks = self._counts["watch_bookmarks"]
         self._lock = threading.Lock()
         self._clock = clock
         self._retry_reasons: Counter[str] = Counter()
@@ -210,11 +214,11 @@ class Counters(EventSink):
     # --- watches (EventSink) ---------------------------------------------------------------
 
     def watch_event(self, kind: str) -> None:
-        with self._lock:
-            self._watch_counts["events"] += 1
-            if kind == "BOOKMARK":
-                self._watch_counts["bookmarks"] += 1
-            self._last_event_at = self._clock()
+        # Once per watch event: lock-free like the transport's counts (a float store is atomic).
+        next(self._watch_events)
+        if kind == "BOOKMARK":
+            next(self._watch_bookmarks)
+        self._last_event_at = self._clock()
 
     def watch_restart(self, reason: str, wait: float) -> None:
         with self._lock:
@@ -228,8 +232,8 @@ class Counters(EventSink):
         with self._lock:
             last = self._last_event_at
             return WatchStats(
-                events=self._watch_counts["events"],
-                bookmarks=self._watch_counts["bookmarks"],
+                events=self.value("watch_events"),
+                bookmarks=self.value("watch_bookmarks"),
                 restarts=sum(self._restart_reasons.values()),
                 restarts_by_reason=dict(self._restart_reasons),
                 relists=self._watch_counts["relists"],

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import ProtocolError
 
-from resilient_kube.testing import FakeApiServer
+from resilient_kube.testing import EndWatch, FakeApiServer, ResetWatch
 
 from .conftest import close, new_watch, stock_client
 
@@ -188,3 +189,63 @@ def test_watch_sees_changes_made_from_another_thread(core: Any) -> None:
             watch.stop()
     thread.join(10)
     assert seen == ["w0", "w1", "w2"]
+
+
+def _raw_stream(core: Any, since: str) -> tuple[list[str], BaseException | None]:
+    """Read one stream with the stock client (retries off); names seen and how it ended."""
+    watch = new_watch()
+    seen: list[str] = []
+    stream = watch.stream(
+        core.list_namespaced_config_map, "default", resource_version=since, timeout_seconds=5
+    )
+    try:
+        seen.extend(event["raw_object"]["metadata"]["name"] for event in stream)
+    except Exception as exc:
+        return seen, exc
+    return seen, None
+
+
+def _backlog(core: Any) -> str:
+    since: str = core.list_namespaced_config_map("default").metadata.resource_version
+    for i in range(4):
+        core.create_namespaced_config_map("default", {"metadata": {"name": f"b{i}"}})
+    return since
+
+
+def test_reset_watch_after_events(fake_api_server: FakeApiServer, core: Any) -> None:
+    since = _backlog(core)
+    fake_api_server.inject(ResetWatch(after_events=2), verb="watch")
+    seen, error = _raw_stream(core, since)
+    assert seen == ["b0", "b1"]
+    assert isinstance(error, ProtocolError)
+    assert "reset" in str(error).lower()
+
+
+def test_end_watch_ends_early_and_cleanly(fake_api_server: FakeApiServer, core: Any) -> None:
+    since = _backlog(core)
+    fake_api_server.inject(EndWatch(after_events=3), verb="watch")
+    started = time.monotonic()
+    seen, error = _raw_stream(core, since)
+    assert (seen, error) == (["b0", "b1", "b2"], None)
+    assert time.monotonic() - started < 5  # long before its timeoutSeconds
+
+
+def test_compact_makes_older_versions_expire(fake_api_server: FakeApiServer, core: Any) -> None:
+    since = _backlog(core)
+    newest = fake_api_server.compact()
+    assert str(newest) == core.list_namespaced_config_map("default").metadata.resource_version
+    seen, error = _raw_stream(core, since)
+    assert seen == []
+    assert isinstance(error, ApiException)
+    assert error.status == 410
+    # From the compacted version on, watching works.
+    core.create_namespaced_config_map("default", {"metadata": {"name": "after"}})
+    seen, error = _raw_stream(core, str(newest))
+    assert (seen, error) == (["after"], None)
+
+
+def test_watch_fault_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="after_events=-1"):
+        ResetWatch(-1)
+    with pytest.raises(ValueError, match="after_events=True"):
+        EndWatch(True)

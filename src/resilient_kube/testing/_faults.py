@@ -18,12 +18,14 @@ __all__ = [
     "Capacity",
     "CloseConnection",
     "Delay",
+    "EndWatch",
     "Fault",
     "FaultRules",
     "Overload",
     "Picked",
     "RequestInfo",
     "ResetConnection",
+    "ResetWatch",
     "SilentWatch",
     "Stall",
     "StatusFault",
@@ -133,7 +135,7 @@ class TruncatedBody:
 
 @dataclass(frozen=True, slots=True)
 class SilentWatch:
-    """Start the watch, send ``after_events`` events, then send nothing, ever.
+    """Start the watch, send ``after_events`` events (bookmarks included), then nothing, ever.
 
     No more events, bookmarks or end of stream: the client sees a silent, open connection,
     like a watch behind a load balancer that dropped the backend. Only watches match; the
@@ -147,6 +149,42 @@ class SilentWatch:
             raise ValueError(f"after_events={self.after_events!r} must be an int")
         if self.after_events < 0:
             raise ValueError(f"after_events={self.after_events!r} must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ResetWatch:
+    """Start the watch, send ``after_events`` events (bookmarks included), then a TCP reset.
+
+    A watch cut by a load balancer or a crashed API server in the middle of the stream. Only
+    watches match.
+    """
+
+    after_events: int = 0
+
+    def __post_init__(self) -> None:
+        _check_events(self.after_events)
+
+
+@dataclass(frozen=True, slots=True)
+class EndWatch:
+    """Start the watch, send ``after_events`` events (bookmarks included), then end it, early.
+
+    The chunked body ends as if ``timeoutSeconds`` had passed, long before it has: what an API
+    server that shuts down gracefully, or a proxy with its own stream limit, does. Only watches
+    match.
+    """
+
+    after_events: int = 0
+
+    def __post_init__(self) -> None:
+        _check_events(self.after_events)
+
+
+def _check_events(after_events: object) -> None:
+    if isinstance(after_events, bool) or not isinstance(after_events, int):
+        raise ValueError(f"after_events={after_events!r} must be an int")
+    if after_events < 0:
+        raise ValueError(f"after_events={after_events!r} must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,12 +245,15 @@ class Overload:
 #: Any fault ``FakeApiServer.inject`` accepts.
 Fault: TypeAlias = (
     StatusFault | Delay | Stall | ResetConnection | CloseConnection | TruncatedBody | SilentWatch
-    | Overload
+    | ResetWatch | EndWatch | Overload
 )  # fmt: skip
 _FAULT_TYPES = (
     StatusFault, Delay, Stall, ResetConnection, CloseConnection, TruncatedBody, SilentWatch,
-    Overload,
+    ResetWatch, EndWatch, Overload,
 )  # fmt: skip
+
+
+_WATCH_FAULTS = (SilentWatch, ResetWatch, EndWatch)
 
 
 class Capacity:
@@ -355,7 +396,7 @@ class _Rule:
             return False
         if self.resource is not None and self.resource != request.resource:
             return False
-        return not isinstance(self.fault, SilentWatch) or request.verb == "watch"
+        return not isinstance(self.fault, _WATCH_FAULTS) or request.verb == "watch"
 
 
 class FaultRules:

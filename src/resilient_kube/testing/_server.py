@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import logging
@@ -11,6 +12,7 @@ import select
 import socket
 import socketserver
 import struct
+import termios
 import threading
 import time
 import uuid
@@ -26,11 +28,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ._faults import (
     CloseConnection,
     Delay,
+    EndWatch,
     Fault,
     FaultRules,
     Overload,
     RequestInfo,
     ResetConnection,
+    ResetWatch,
     SilentWatch,
     Stall,
     StatusFault,
@@ -506,6 +510,14 @@ class FakeApiServer:
         """Zero every counter."""
         self._stats.reset()
 
+    def compact(self) -> int:
+        """Forget every change so far, as an etcd compaction does; return the compacted version.
+
+        Watches from an older ``resourceVersion`` then get 410 Gone (an ``ERROR`` event), and so
+        do ``continue`` tokens of lists begun before it. Lists and new watches are unaffected.
+        """
+        return self._store.compact()
+
     # -- connection bookkeeping for the handler ---------------------------------------------
 
     def _register(self, conn: socket.socket) -> bool:
@@ -675,6 +687,22 @@ def _shutdown(conn: socket.socket) -> None:
         socket.socket.shutdown(conn, socket.SHUT_RDWR)
 
 
+def _drain(conn: socket.socket, timeout: float = 1.0) -> None:
+    """Wait (bounded) until the kernel has sent and seen acknowledged everything written.
+
+    A reset (``SO_LINGER`` 0) throws away unsent data: the events before it must reach the client.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            unsent = struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        except OSError:
+            return
+        if not unsent:
+            return
+        time.sleep(0.001)
+
+
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -838,8 +866,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         truncate = isinstance(fault, TruncatedBody)
         if route.verb == "watch":
-            silent = fault.after_events if isinstance(fault, SilentWatch) else None
-            self._watch(route, query, truncate=truncate, silent_after=silent)
+            cut = fault if isinstance(fault, (SilentWatch, ResetWatch, EndWatch)) else None
+            self._watch(route, query, truncate=truncate, cut=cut)
             return
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         try:
@@ -919,7 +947,12 @@ class _Handler(BaseHTTPRequestHandler):
         return bool(readable)
 
     def _watch(
-        self, route: _Route, query: dict[str, str], *, truncate: bool, silent_after: int | None
+        self,
+        route: _Route,
+        query: dict[str, str],
+        *,
+        truncate: bool,
+        cut: SilentWatch | ResetWatch | EndWatch | None,
     ) -> None:
         app, rt = self.server.app, route.rt
         assert rt is not None  # Defensive: only resource routes have the watch verb
@@ -954,16 +987,16 @@ class _Handler(BaseHTTPRequestHandler):
         deadline = now + timeout if timeout else None
         next_bookmark = now + app._bookmark_interval if bookmarks else None
         sent = 0
+        cut_after = cut.after_events if cut is not None else None
         try:
             while True:
                 for kind, obj in pending:
-                    if silent_after is not None and sent >= silent_after:
+                    if cut_after is not None and sent >= cut_after:
                         break
                     self._event(kind, obj)
                     sent += 1
-                if silent_after is not None and sent >= silent_after:
-                    app._stopping.wait()
-                    self._drop()
+                if cut_after is not None and sent >= cut_after:
+                    self._cut(cut)
                     return
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
@@ -973,6 +1006,10 @@ class _Handler(BaseHTTPRequestHandler):
                     self._event("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version,
                                              "metadata": meta})  # fmt: skip
                     next_bookmark = now + app._bookmark_interval
+                    sent += 1  # a fault's after_events counts bookmarks too
+                    if cut_after is not None and sent >= cut_after:
+                        self._cut(cut)
+                        return
                 if app._stopping.is_set() or self._client_gone():
                     self._drop()
                     return
@@ -989,6 +1026,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._end_with_error(exc)
         except OSError:
             self.close_connection = True
+
+    def _cut(self, cut: SilentWatch | ResetWatch | EndWatch | None) -> None:
+        """End a watch the way ``cut`` says: silence, a TCP reset, or a clean early end."""
+        if isinstance(cut, EndWatch):
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if isinstance(cut, ResetWatch):
+            _drain(self.connection)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return
+        self.server.app._stopping.wait()
+        self._drop()
 
     def _end_with_error(self, exc: ApiStatusError) -> None:
         try:

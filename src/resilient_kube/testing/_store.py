@@ -138,6 +138,13 @@ class Store:
             self._closed = True
             self._cond.notify_all()
 
+    def compact(self) -> int:
+        """Drop the whole event log: older versions and continue tokens now get 410."""
+        with self._cond:
+            self._events.clear()
+            self._compacted = self._rv
+            return self._rv
+
     # -- writes -----------------------------------------------------------------------------
 
     def _commit(
