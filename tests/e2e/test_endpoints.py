@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -58,8 +59,32 @@ def test_three_endpoints_kill_one_stop_another(
         kubeconfig=servers[0].kubeconfig, endpoints=[server.host for server in servers]
     ) as kube:
         core = kube.core_v1()
+        # An informer on the same client keeps its cache in sync throughout.
+        informer = kube.informer("list_namespaced_config_map", namespace=namespace)
+        informer.start()
+        assert informer.wait_for_sync(timeout=60)
         stock_api = servers[2].stock_client()  # the stock client knows one server: the third
         stock = kubernetes.client.CoreV1Api(stock_api)
+
+        writes, write_errors = [0], [0]
+
+        def writer() -> None:
+            """Changes for the informer to follow, through every phase. A write whose answer
+            was lost when its server died is not sent again (it may have been done): counted,
+            not failed."""
+            while not stop.is_set():
+                name = f"w{writes[0] % 5}"
+                try:
+                    with contextlib.suppress(kubernetes.client.ApiException):  # 404 at first
+                        core.delete_namespaced_config_map(name, namespace)
+                    core.create_namespaced_config_map(
+                        namespace,
+                        V1ConfigMap(metadata=V1ObjectMeta(name=name), data={"n": str(writes[0])}),
+                    )
+                except (resilient_kube.TransportError, kubernetes.client.ApiException):
+                    write_errors[0] += 1
+                writes[0] += 1
+                stop.wait(0.2)
 
         def worker(name: str, api: Any) -> None:
             calls = 0
@@ -81,9 +106,10 @@ def test_three_endpoints_kill_one_stop_another(
         def state(index: int) -> str:
             return kube.stats().endpoints[index].state
 
-        with ThreadPoolExecutor(WORKERS + 2) as pool:
+        with ThreadPoolExecutor(WORKERS + 3) as pool:
             futures = [pool.submit(worker, "resilient", core) for _ in range(WORKERS)]
             futures.append(pool.submit(worker, "stock", stock))
+            futures.append(pool.submit(writer))
             assert wait_for(lambda: results["resilient"][0] > 200, 60) is not None
 
             servers[1].stop(kill=True)  # dead for good
@@ -101,6 +127,19 @@ def test_three_endpoints_kill_one_stop_another(
         stats = kube.stats()
         stock_api.close()
 
+        def cache_equals_server() -> bool:
+            on_server = {
+                (cm.metadata.name, cm.metadata.resource_version)
+                for cm in core.list_namespaced_config_map(namespace).items
+            }
+            cached = {
+                (cm.metadata.name, cm.metadata.resource_version) for cm in informer.cache.list()
+            }
+            return cached == on_server
+
+        in_sync_after = wait_for(cache_equals_server, 30)
+        informer.stop()
+
     e2e_results["three_endpoints"] = {
         "resilient_calls": results["resilient"][0],
         "resilient_failures": results["resilient"][1],
@@ -110,6 +149,10 @@ def test_three_endpoints_kill_one_stop_another(
         "stopped_ejected_after_seconds": stopped_ejected,
         "readmitted_after_seconds": readmitted,
         "endpoints": [endpoint._asdict() for endpoint in stats.endpoints],
+        "writes": writes[0],
+        "write_errors_after_a_lost_answer": write_errors[0],
+        "informer_in_sync_after_seconds": in_sync_after,
+        "watch_restarts": stats.watch.restarts_by_reason,
     }
     assert results["resilient"][1] == 0
     assert stats.transport.failures == 0
@@ -119,3 +162,5 @@ def test_three_endpoints_kill_one_stop_another(
     assert stopped_ejected < EJECT_WITHIN
     assert readmitted is not None
     assert stats.endpoints[1].state == "ejected"
+    assert writes[0] > 50
+    assert in_sync_after is not None
