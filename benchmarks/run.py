@@ -282,6 +282,31 @@ def render(results: dict[str, Any], images: list[str]) -> str:
     return "\n".join(lines)
 
 
+#: Everything after this line of docs/performance.md is written by the standalone benchmarks
+#: (bench_watch.py, bench_metrics.py, bench_aio.py): kept as it is when the page is rewritten.
+KEEP_MARKER = "<!-- Sections below: written by the standalone benchmarks, kept by run.py. -->"
+
+
+def write_page(text: str) -> None:
+    """Write docs/performance.md: ``text``, then the kept sections of the page on disk."""
+    page = DOCS / "performance.md"
+    old = page.read_text() if page.exists() else ""
+    kept = old[old.index(KEEP_MARKER) :] if KEEP_MARKER in old else KEEP_MARKER + "\n"
+    page.write_text(text.rstrip("\n") + "\n\n" + kept)
+
+
+def e2e_results() -> dict[str, Any] | None:
+    """The e2e suite's numbers: the last page's, updated by the results file of the latest run
+    (each test writes its own keys, so a partial run replaces only what it measured)."""
+    stored = DOCS / "benchmarks.json"
+    merged: dict[str, Any] = {}
+    if stored.exists():
+        merged.update(json.loads(stored.read_text()).get("e2e", {}))
+    if E2E_RESULTS.exists():
+        merged.update(json.loads(E2E_RESULTS.read_text()))
+    return merged or None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run every benchmark and rewrite the docs.")
     parser.add_argument("--quick", action="store_true", help="smaller samples, about 2 minutes")
@@ -295,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         stored: dict[str, Any] = json.loads((DOCS / "benchmarks.json").read_text())
         # Without matplotlib the plots on disk stay, and so do the page's links to them.
         images = plots(stored) or sorted(path.name for path in IMAGES.glob("*.png"))
-        (DOCS / "performance.md").write_text(render(stored, images))
+        write_page(render(stored, images))
         print(f"wrote {DOCS / 'performance.md'} from {DOCS / 'benchmarks.json'}")
         return 0
     results: dict[str, Any] = {"quick": args.quick, "machine": machine()}
@@ -306,12 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     results["limiter_end_to_end"] = limiter_end_to_end()
     print("dns ...", flush=True)
     results["dns"] = bench_dns.run(args.quick)
-    if E2E_RESULTS.exists():
-        results["e2e"] = json.loads(E2E_RESULTS.read_text())
+    e2e = e2e_results()
+    if e2e is not None:
+        results["e2e"] = e2e
     images = plots(results)
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
-    (DOCS / "performance.md").write_text(render(results, images))
+    write_page(render(results, images))
     print(f"wrote {DOCS / 'performance.md'}")
     return 0
 
