@@ -107,8 +107,9 @@ class Fanout(EventSink):
     process-wide with ``subscribe_everywhere``; one that raises is logged and skipped.
 
     Built for the hot path: for each event the fanout keeps a ready function, set on the instance
-    whenever its sinks change. No sink that handles an event: a no-op. One trusted sink (its class
-    sets ``trusted = True``, as ``Counters`` does: it cannot raise): its bound method itself.
+    whenever its sinks change. No sink that handles an event: a no-op. Only trusted sinks (their
+    class sets ``trusted = True``, as ``Counters`` and the metrics do: they cannot raise): their
+    bound methods called one after the other, the only one called directly.
     """
 
     def __init__(self, sinks: Iterable[EventSink] = ()) -> None:
@@ -189,9 +190,25 @@ def _noop(*args: object) -> None:
 def _dispatcher(name: str, handlers: list[Callable[..., None]]) -> Callable[..., None]:
     if not handlers:
         return _noop
-    if len(handlers) == 1 and getattr(handlers[0].__self__, "trusted", False):  # type: ignore[attr-defined]
-        return handlers[0]
     chain = tuple(handlers)
+    if all(getattr(handler.__self__, "trusted", False) for handler in chain):  # type: ignore[attr-defined]
+        # Sinks that cannot raise (Counters, the metrics): called without a guard or a loop.
+        if len(chain) == 1:
+            return chain[0]
+        if len(chain) == 2:
+            first, second = chain
+
+            def both(*args: object) -> None:
+                first(*args)
+                second(*args)
+
+            return both
+
+        def each(*args: object) -> None:
+            for handler in chain:
+                handler(*args)
+
+        return each
 
     def dispatch(*args: object) -> None:
         for handler in chain:

@@ -114,3 +114,17 @@ def test_headers_a_subscriber_adds_at_call_start_are_sent(
     api_client.close()
     assert b"traceparent" not in requests[0]
     assert b"traceparent: 00-0af7651916cd43dd8448eb211c80319c" in requests[1]
+
+
+class TrustedRecorder(Recorder):
+    trusted = True
+
+
+def test_trusted_sinks_are_all_called_without_a_guard() -> None:
+    first, second = TrustedRecorder(), TrustedRecorder()
+    fanout = Fanout([first, second])
+    fanout.retry("GET", "h:1", "503", "status_503", 0.5)
+    assert first.events == second.events == [("retry", "GET", "h:1", "503", "status_503", 0.5)]
+    fanout.add(Broken())  # one sink that may raise: every handler is guarded again
+    fanout.retry("GET", "h:1", "503", "status_503", 0.5)
+    assert len(first.events) == len(second.events) == 2
