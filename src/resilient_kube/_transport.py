@@ -549,13 +549,14 @@ class Transport(RequestMethods):
         warning = headers.get("Warning")
         if warning:
             self.events.server_warning(self._host(call.url), warning)
+        flow = headers.get(_FLOW_SCHEMA)
+        level = headers.get(_PRIORITY_LEVEL)
         limiter = self.limiter
-        if limiter is not None:
-            flow = headers.get(_FLOW_SCHEMA)
-            level = headers.get(_PRIORITY_LEVEL)
-            if flow or level:
+        if flow or level:
+            self.events.flow_control(flow, level)
+            if limiter is not None:
                 limiter.record_flow_control(flow, level)
-                self.events.flow_control(flow, level)
+        if limiter is not None:
             if response.status == 429:
                 limiter.on_throttled()
             else:
