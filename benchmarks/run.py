@@ -272,7 +272,10 @@ def render(results: dict[str, Any], images: list[str]) -> str:
     lines += ["", "## DNS cache", "", "```json", json.dumps(results["dns"], indent=2), "```", ""]
     if results.get("e2e"):
         lines += [
-            "## Real kube-apiserver: 429 under a burst, rotating credentials (from the e2e suite)",
+            "## Real kube-apiserver (from the e2e suite)",
+            "",
+            *e2e_summary(results["e2e"]),
+            "Every number the e2e suite recorded in its last run of each test:",
             "",
             "```json",
             json.dumps(results["e2e"], indent=2),
@@ -280,6 +283,35 @@ def render(results: dict[str, Any], images: list[str]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def e2e_summary(e2e: dict[str, Any]) -> list[str]:
+    """A table of the restart and several-endpoint runs, when the e2e results have them."""
+    rows = []
+    for key, what in (("restart_sigterm", "SIGTERM"), ("restart_sigkill", "SIGKILL")):
+        run = e2e.get(key)
+        if run:
+            rows.append(
+                f"| restart ({what}), 8 threads, default settings | {run['calls']} | 0 |"
+                f" down {run['restart_seconds']} s, slowest call {run['slowest_call_seconds']} s |"
+            )
+    ha = e2e.get("three_endpoints")
+    if ha:
+        rows.append(
+            f"| three API servers, one killed, one stopped 20 s | {ha['resilient_calls']} |"
+            f" {ha['resilient_failures']} | stock client on the stopped one: {ha['stock_failures']}"
+            f" of {ha['stock_calls_on_the_stopped_server']} failed; killed one ejected after"
+            f" {ha['killed_ejected_after_seconds']:.2f} s, stopped one re-admitted"
+            f" {ha['readmitted_after_seconds']:.1f} s after its return |"
+        )
+    if not rows:
+        return []
+    return [
+        "| scenario | resilient_kube calls | failed | notes |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 #: Everything after this line of docs/performance.md is written by the standalone benchmarks

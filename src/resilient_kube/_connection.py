@@ -33,7 +33,6 @@ from . import _fork
 from ._dialer import create_connection
 from ._dns import DnsCache, LookupTimeout
 from ._events import EventSink
-from ._redact import redact_url
 from ._settings import Settings
 from ._watchdog import current as current_watch
 
@@ -203,14 +202,6 @@ class _PoolMixin:
         conn = super()._new_conn()  # type: ignore[misc]
         conn.rk_context = self.rk_context
         return conn
-
-    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if "@" in url:
-            # Through an HTTP proxy the whole URL is the request line: a password written into
-            # Configuration.host would go to the proxy and into urllib3's log. RFC 9110 §4.2.4:
-            # a target URI carries no userinfo (credentials travel in headers).
-            url = redact_url(url, remove=True)
-        return super().urlopen(method, url, *args, **kwargs)  # type: ignore[misc]
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         conn = super()._get_conn(timeout)  # type: ignore[misc]

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import tenacity
@@ -287,16 +287,13 @@ class Call:
         return urlsplit(self.url).path
 
 
-class Limits:
+class Limits(NamedTuple):
     """One attempt's time limits: what the deadline leaves of the connect and read timeouts."""
 
-    __slots__ = ("connect", "read", "remaining")
-
-    def __init__(self, connect: float | None, read: float | None, remaining: float | None) -> None:
-        self.connect = connect
-        self.read = read
-        #: Seconds to the call's deadline when the attempt starts; None: no deadline.
-        self.remaining = remaining
+    connect: float | None
+    read: float | None
+    #: Seconds to the call's deadline when the attempt starts; None: no deadline.
+    remaining: float | None
 
 
 class Reauthenticate:

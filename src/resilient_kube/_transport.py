@@ -51,6 +51,7 @@ from ._policy import (
     Retry,
     classify_error,
 )
+from ._redact import redact_url
 from ._watchdog import Timer
 from ._watchdog import resume as resume_timer
 from ._watchdog import start as start_timer
@@ -71,8 +72,14 @@ _PLAIN_URI = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-F]{2})*")
 #: The header kubernetes puts the bearer token in (``Configuration.auth_settings``' key).
 _AUTHORIZATION = "authorization"
 
-_FLOW_SCHEMA = "X-Kubernetes-PF-FlowSchema-UID"
-_PRIORITY_LEVEL = "X-Kubernetes-PF-PriorityLevel-UID"
+_FLOW_SCHEMA = "x-kubernetes-pf-flowschema-uid"
+_PRIORITY_LEVEL = "x-kubernetes-pf-prioritylevel-uid"
+
+
+def _header(headers: dict[str, list[str]], name: str) -> str | None:
+    """A header's value from urllib3's lower-cased store (``name`` is lower case)."""
+    values = headers.get(name)
+    return None if values is None else ", ".join(values[1:])
 
 
 class _BufferedResponse(urllib3.HTTPResponse):
@@ -136,20 +143,26 @@ class _Wire:
         "timer",
     )
 
-    def __init__(
-        self, kwargs: dict[str, Any], timeout: urllib3.Timeout, *, timed: bool, preload: bool
-    ) -> None:
+    def __init__(self, transport: Transport, call: Call, kwargs: dict[str, Any]) -> None:
+        if "headers" not in kwargs:  # as PoolManager.urlopen fills them in
+            kwargs["headers"] = transport.headers
+        #: What the caller asked of the response it gets back.
+        self.preload = bool(kwargs.get("preload_content", True))
+        self.decode = bool(kwargs.get("decode_content", True))
         #: What urllib3 gets for every attempt: the caller's arguments, the body never preloaded
-        #: (the attempt reads it itself, within the deadline).
+        #: (the attempt reads it itself, within the deadline). ``kwargs`` is this call's own dict.
+        kwargs["preload_content"] = False
         self.kwargs = kwargs
+        #: Whether the watchdog keeps this call's read time (every call but a stream).
+        self.timed = timed = transport._timed and not call.streaming
+        settings = transport.settings
         #: Each attempt's socket timeouts while the deadline is further away than both (a timed
         #: call's sockets only have the connect timeout: the watchdog keeps its read time).
-        self.timeout = timeout
-        #: Whether the watchdog keeps this call's read time (every call but a stream).
-        self.timed = timed
-        #: What the caller asked of the response it gets back.
-        self.preload = preload
-        self.decode = bool(kwargs.get("decode_content", True))
+        self.timeout = (
+            transport._timeout
+            if call.connect == settings.connect_timeout and call.read == settings.read_timeout
+            else urllib3.Timeout(connect=call.connect, read=None if timed else call.read)
+        )
         body = kwargs.get("body")
         self.request_bytes = len(body) if isinstance(body, (bytes, str)) else 0
         #: The running attempt's timer, while the watchdog keeps its time.
@@ -253,7 +266,7 @@ class Transport(RequestMethods):
         call = policy.plan(
             method.upper(),
             url,
-            _request_timeout(kw.pop("timeout", None)),
+            None if (timeout := kw.pop("timeout", None)) is None else _request_timeout(timeout),
             replayable=body is None or isinstance(body, (bytes, str)),
             authenticated=self.credentials is not None
             and headers is not None
@@ -266,7 +279,7 @@ class Transport(RequestMethods):
         events.call_started(call.method, host, extra)
         if extra:  # a subscriber's headers (tracing), on this call's own copy
             kw["headers"] = {**kw.get("headers", self.headers), **extra}
-        wire = self._wire(call, kw)
+        wire = _Wire(self, call, kw)
         outcome: BaseHTTPResponse | AttemptError | None = None
         try:
             while True:
@@ -328,20 +341,6 @@ class Transport(RequestMethods):
         return getattr(self.manager, name)
 
     # --- one call -------------------------------------------------------------------------
-
-    def _wire(self, call: Call, kw: dict[str, Any]) -> _Wire:
-        if "headers" not in kw:  # as PoolManager.urlopen fills them in
-            kw["headers"] = self.headers
-        preload = bool(kw.get("preload_content", True))
-        kw["preload_content"] = False  # kw is this call's own dict (built by **kw)
-        timed = self._timed and not call.streaming
-        settings = self.settings
-        timeout = (
-            self._timeout
-            if call.connect == settings.connect_timeout and call.read == settings.read_timeout
-            else urllib3.Timeout(connect=call.connect, read=None if timed else call.read)
-        )
-        return _Wire(kw, timeout, timed=timed, preload=preload)
 
     def _host(self, url: str) -> str:
         """``host:port`` of ``url``, for events (the last route's, without parsing, when it fits)."""
@@ -527,6 +526,11 @@ class Transport(RequestMethods):
         rewrite (escapes, dot segments), a closed pool and a proxy take the manager's way.
         """
         if not self._direct:
+            if "@" in url:
+                # Through an HTTP proxy the whole URL is the request line: a password written
+                # into Configuration.host would go to the proxy and into urllib3's log. RFC 9110
+                # section 4.2.4: a target URI carries no userinfo.
+                url = redact_url(url, remove=True)
             return self.manager, url
         last = self._last_route
         if last is not None and url.startswith(last[0]) and last[1].pool is not None:
@@ -545,12 +549,16 @@ class Transport(RequestMethods):
 
     def _finish(self, call: Call, wire: _Wire, response: BaseHTTPResponse) -> BaseHTTPResponse:
         """Read the body within the deadline (not for a healthy stream) and note server signals."""
-        headers = response.headers
-        warning = headers.get("Warning")
+        # urllib3's HTTPHeaderDict keeps lower-cased names -> [name, value, ...]: one dict
+        # lookup each, where .get() costs a Mapping dispatch, a lower() and a join per header.
+        headers = getattr(response.headers, "_container", None)
+        if headers is None:  # Defensive: a urllib3 that stores headers otherwise
+            headers = {k.lower(): [k, v] for k, v in response.headers.items()}
+        warning = _header(headers, "warning")
         if warning:
             self.events.server_warning(self._host(call.url), warning)
-        flow = headers.get(_FLOW_SCHEMA)
-        level = headers.get(_PRIORITY_LEVEL)
+        flow = _header(headers, _FLOW_SCHEMA)
+        level = _header(headers, _PRIORITY_LEVEL)
         limiter = self.limiter
         if flow or level:
             self.events.flow_control(flow, level)
@@ -600,10 +608,18 @@ class Transport(RequestMethods):
                     sock.settimeout(remaining)
         limit = self.settings.max_response_bytes
         try:
-            if limit is None:
+            length = response.length_remaining
+            if limit is None or (
+                length is not None
+                and length <= limit
+                and "content-encoding"
+                not in getattr(response.headers, "_container", response.headers)
+            ):
+                # The common case, in one read: no limit, or a plain body whose Content-Length
+                # fits (http.client reads exactly that many bytes).
                 return response.read(decode_content=wire.decode, cache_content=True)
             # One byte past the limit, decoded: urllib3 (>= 2.6) decompresses only what a read
-            # asks for, so a gzip bomb costs the limit, not its expansion.
+            # asks for, so a gzip bomb or an endless chunked body costs the limit, no more.
             body = response.read(limit + 1, decode_content=wire.decode)
             if len(body) > limit:
                 response.close()  # the rest is never read: the connection goes, not back

@@ -125,3 +125,13 @@ def test_a_garbage_status_line_is_named_as_such(relays: list[Relay]) -> None:
     assert isinstance(error, ConnectionReset)
     assert "the server's answer is not HTTP" in str(error)
     assert "closed without a response" not in str(error)
+
+
+def test_a_declared_length_past_the_limit_stops_at_the_limit(relays: list[Relay]) -> None:
+    body = b"x" * (2 * 2**20)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(
+        body
+    )
+    url = serve(relays, head, body)
+    _, error = elapsed(lambda: api(url, max_response_bytes=2**20).list_namespace())
+    assert isinstance(error, ResponseTooLarge)
