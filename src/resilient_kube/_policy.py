@@ -224,10 +224,18 @@ def retry_after(headers: Mapping[str, str], body: bytes | None) -> float | None:
         parsed = parse_retry_after(header)
         if parsed is not None:
             return parsed
-    if body and body[:1] == b"{":
+    # A Status is small and shallow. Anything larger, or with more brackets than a Status could
+    # hold, is not parsed at all: a body nested 100,000 deep would recurse json.loads to its limit
+    # (RecursionError, and finalizers that run down there fail too).
+    if (
+        body
+        and body[:1] == b"{"
+        and len(body) <= _MAX_STATUS_BYTES
+        and body.count(b"{") + body.count(b"[") <= _MAX_STATUS_BRACKETS
+    ):
         try:
             status = json.loads(body)
-        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
+        except (ValueError, RecursionError):  # not JSON
             return None
         details = status.get("details") if isinstance(status, dict) else None
         seconds = details.get("retryAfterSeconds") if isinstance(details, dict) else None
@@ -237,6 +245,10 @@ def retry_after(headers: Mapping[str, str], body: bytes | None) -> float | None:
             return float(min(seconds, _LONGEST_ASK))
     return None
 
+
+#: The largest body, and the most brackets in it, read as a Status for ``retryAfterSeconds``.
+_MAX_STATUS_BYTES: Final = 64 * 1024
+_MAX_STATUS_BRACKETS: Final = 256
 
 #: The longest delay a server's ask is read as: a year.
 _LONGEST_ASK: Final = 365 * 86400
