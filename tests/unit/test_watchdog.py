@@ -185,3 +185,47 @@ def test_an_unwatched_attempt_nested_on_the_thread_is_not_the_outer_ones() -> No
         assert _watchdog.current() is outer
     finally:
         _watchdog.stop(outer)
+
+
+def test_a_timer_due_sooner_wakes_the_sleeping_watchdog(
+    pair: tuple[socket.socket, socket.socket], tcp_pair: tuple[socket.socket, socket.socket]
+) -> None:
+    # The thread sleeps until the earliest timer (30 s away); a 0.2 s one must not wait that long.
+    slow = Timer(read=30.0, hard_at=None)
+    _watchdog.start(slow)
+    try:
+        slow.attach(Connection(sock=tcp_pair[0]))
+        slow.arm(tcp_pair[0])
+        quick = Timer(read=0.2, hard_at=None)
+        _watchdog.start(quick)
+        try:
+            quick.attach(Connection(sock=pair[0]))
+            quick.arm(pair[0])
+            began = time.monotonic()
+            assert pair[0].recv(1) == b""  # shut down by the watchdog
+            assert 0.2 <= time.monotonic() - began < 0.2 + 1.0
+            assert quick.fired
+            assert not slow.fired
+        finally:
+            _watchdog.stop(quick)
+    finally:
+        _watchdog.stop(slow)
+
+
+def test_the_watchdog_sleeps_while_attempts_come_and_go() -> None:
+    # Attempts share the read timeout: each new timer is due after the earliest one, so starting
+    # and stopping it wakes nobody (the thread once looked every 10 ms, at a cost on every call).
+    pinned = Timer(read=30.0, hard_at=None)
+    _watchdog.start(pinned)
+    try:
+        looks = _watchdog._watchdog.looks
+        began = time.monotonic()
+        while time.monotonic() - began < 0.1:  # a busy client, for ten of the old ticks
+            timer = Timer(read=30.0, hard_at=None)
+            _watchdog.start(timer)
+            timer.restart()
+            _watchdog.stop(timer)
+        # At most the look that starting ``pinned`` asked for, had it not happened yet.
+        assert _watchdog._watchdog.looks - looks <= 1
+    finally:
+        _watchdog.stop(pinned)
