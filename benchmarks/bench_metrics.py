@@ -79,7 +79,7 @@ def _one_call(events: Fanout) -> Callable[[], None]:
         call_started("GET", "127.0.0.1:6443", headers)
         limiter_wait("GET", "127.0.0.1:6443", 0.0)
         attempt("GET", "127.0.0.1:6443", "200", 0.001, 0, 2048)
-        call_ended("GET", "127.0.0.1:6443", 1, None, None)
+        call_ended("GET", "127.0.0.1:6443", 1, 0.001, None, None)
 
     return one_call
 

@@ -55,10 +55,17 @@ class EventSink:
     def retry(self, method: str, host: str, code: str, reason: str, wait: float) -> None:
         """The call will be sent again after ``wait`` seconds because of ``reason``."""
 
-    def call_ended(
-        self, method: str, host: str, attempts: int, stop: str | None, error: str | None
+    def call_ended(  # noqa: PLR0917  once per call: positional arguments are the cheapest
+        self,
+        method: str,
+        host: str,
+        attempts: int,
+        seconds: float,
+        stop: str | None,
+        error: str | None,
     ) -> None:
-        """A call ended after ``attempts`` wire attempts.
+        """A call ended after ``attempts`` wire attempts and ``seconds`` (limiter waits,
+        attempts and backoff: client-go's request latency).
 
         ``stop`` is None when an answer went back to the caller without a reason to retry, or
         why the call stopped trying: ``attempts``, ``deadline``, ``budget``, ``retry_after``,

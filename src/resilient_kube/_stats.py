@@ -17,7 +17,25 @@ if TYPE_CHECKING:
 
 from ._events import EventSink
 
-__all__ = ["Counters", "CredentialStats", "RetryStats", "Stats", "TransportStats", "WatchStats"]
+__all__ = [
+    "Counters",
+    "CredentialStats",
+    "RetryStats",
+    "Stats",
+    "TransportStats",
+    "WatchStats",
+    "count_value",
+]
+
+
+def count_value(count: itertools.count[int]) -> int:
+    """Where an ``itertools.count`` stands, without advancing it.
+
+    ``next()`` on a count is one atomic step under the GIL, the cheapest lock-free counter
+    CPython has. It shows its value only in its repr, ``count(N)``: copying one is deprecated
+    since Python 3.12 and gone in 3.14.
+    """
+    return int(repr(count)[len("count(") : -1])
 
 
 class TransportStats(NamedTuple):
@@ -158,9 +176,7 @@ class Counters(EventSink):
 
     def value(self, name: str) -> int:
         """The current count of ``name``."""
-        # A count shows where it stands only in its repr, "count(N)" (copying one is deprecated
-        # since Python 3.12 and gone in 3.14); reading it does not advance it.
-        return int(repr(self._counts[name])[len("count(") : -1])
+        return count_value(self._counts[name])
 
     def retried(self, reason: str, wait: float) -> None:
         """Record one retry for ``reason`` after waiting ``wait`` seconds."""
@@ -200,8 +216,14 @@ class Counters(EventSink):
     def retry(self, method: str, host: str, code: str, reason: str, wait: float) -> None:
         self.retried(reason, wait)
 
-    def call_ended(
-        self, method: str, host: str, attempts: int, stop: str | None, error: str | None
+    def call_ended(  # noqa: PLR0917  the EventSink signature
+        self,
+        method: str,
+        host: str,
+        attempts: int,
+        seconds: float,
+        stop: str | None,
+        error: str | None,
     ) -> None:
         if error is not None:
             next(self._counts["failures"])

@@ -37,6 +37,7 @@ from urllib3.util.url import parse_url
 
 from . import errors
 from ._credentials import Credentials
+from ._driver import end_call, log_retry
 from ._endpoints import Endpoint, EndpointSet
 from ._events import NO_CODE, EventSink
 from ._limiter import TokenBucket
@@ -273,6 +274,7 @@ class Transport(RequestMethods):
             and _AUTHORIZATION in headers,
         )
         next(self._requests)  # also the retry budget's count of calls
+        began = time.monotonic()
         events = self.events
         host = self._host(url)
         extra: dict[str, str] = {}
@@ -300,7 +302,7 @@ class Transport(RequestMethods):
                 assert isinstance(decision, Retry)  # Defensive: the four decisions
                 code = str(outcome.status) if isinstance(outcome, BaseHTTPResponse) else NO_CODE
                 events.retry(call.method, host, code, decision.reason, decision.wait)
-                self._log_retry(call, decision)
+                log_retry(call, decision)
                 self._sleep(decision.wait)
         except errors.RateLimitTimeout as exc:
             if call.attempts and isinstance(outcome, BaseHTTPResponse):
@@ -309,13 +311,13 @@ class Transport(RequestMethods):
                 call.stop = "rate_limit"
             else:
                 error = policy.rate_limited(call, exc)
-                events.call_ended(call.method, host, call.attempts, call.stop, type(error).__name__)
+                end_call(events, call, host, began, type(error).__name__)
                 raise error from None
         except errors.TransportError as exc:
-            events.call_ended(call.method, host, call.attempts, call.stop, type(exc).__name__)
+            end_call(events, call, host, began, type(exc).__name__)
             log.warning("%s", exc)
             raise
-        events.call_ended(call.method, host, call.attempts, call.stop, None)
+        end_call(events, call, host, began, None)
         assert isinstance(outcome, BaseHTTPResponse)  # Defensive: RETURN only follows answers
         if call.stop is not None and call.stop != "final":
             log.warning(
@@ -360,18 +362,6 @@ class Transport(RequestMethods):
         wire.kwargs["headers"] = {**headers, _AUTHORIZATION: fresh}
         log.info("%s %s: 401, replaying once with fresh credentials", call.method, call.path())
         return True
-
-    def _log_retry(self, call: Call, decision: Retry) -> None:
-        failure = call.failure
-        log.debug(
-            "retrying %s %s: attempt=%d phase=%s reason=%s wait=%.3fs",
-            call.method,
-            call.path(),
-            call.attempts,
-            "before-send" if failure is not None and not failure.sent else "after-send",
-            decision.reason,
-            decision.wait,
-        )
 
     def _attempt(self, call: Call, wire: _Wire, host: str) -> BaseHTTPResponse:
         """One attempt on the wire: wait for the limiter, send, read the body (not a stream's)."""

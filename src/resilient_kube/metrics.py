@@ -31,8 +31,10 @@ Labels are bounded: ``host`` is the API server's ``host:port``, ``code`` an HTTP
 ``<error>``; ``reason``, ``error``, ``event`` and ``result`` come from fixed sets; no path, no
 object name.
 
-The hot path takes one uncontended lock per event and updates plain dicts; the Prometheus
-families are only built when the registry is scraped (``ClientMetrics.collect``).
+The hot path of an ordinary GET counts without a lock where it can (``next()`` on an
+``itertools.count`` is atomic: the request count, a size of 0, a limiter pass without a wait),
+and takes one uncontended lock for the rest (a histogram bucket and its sum), twice a call. The
+Prometheus families are only built when the registry is scraped (``ClientMetrics.collect``).
 prometheus_client itself is imported by ``register()`` and ``collect()`` only, so importing
 this module without the extra costs nothing.
 """
@@ -40,12 +42,14 @@ this module without the extra costs nothing.
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from ._events import NO_CODE, EventSink, subscribe_everywhere, unsubscribe_everywhere
+from ._stats import count_value
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -80,14 +84,34 @@ _Row = list[float]
 
 
 class _Histogram:
-    """Bucket counts per label set, kept by the caller's lock; cumulated only when scraped."""
+    """Bucket counts per label set, kept by the caller's lock; cumulated only when scraped.
 
-    __slots__ = ("bounds", "doc", "labels", "name", "rows", "size")
+    Observations of 0 (no wait, no body) are common and change no sum: they are counted apart,
+    without the lock, and added to the first bucket when scraped.
+    """
+
+    __slots__ = ("bounds", "doc", "labels", "name", "rows", "size", "zeros")
 
     def __init__(self, name: str, doc: str, labels: _Labels, bounds: tuple[float, ...]) -> None:
         self.name, self.doc, self.labels, self.bounds = name, doc, labels, bounds
         self.size = len(bounds) + 2
         self.rows: dict[_Labels, _Row] = {}
+        self.zeros: dict[_Labels, itertools.count[int]] = {}
+
+    def zero(self, key: _Labels) -> itertools.count[int]:
+        """The lock-free count of ``key``'s observations of 0, made on first use (the row too)."""
+        zeros = self.zeros.get(key)
+        if zeros is None:
+            self.row(key)
+            zeros = self.zeros[key] = itertools.count()
+        return zeros
+
+    def snapshot(self) -> dict[_Labels, _Row]:
+        """A copy of every row, the zeros in the first bucket (under the caller's lock)."""
+        rows = {key: list(row) for key, row in self.rows.items()}
+        for key, zeros in self.zeros.items():
+            rows[key][0] += count_value(zeros)
+        return rows
 
     def row(self, key: _Labels) -> _Row:
         """The row of ``key``, made on first use."""
@@ -105,13 +129,29 @@ class _Histogram:
 
 class _Counter:
     """Counts per label set, kept by the caller's lock; each a one-item list, so that the hot
-    path can keep a reference to it and add without a lookup."""
+    path can keep a reference to it and add without a lookup. Counts of one at a time may
+    instead be a ``tick``: an ``itertools.count``, advanced without the lock."""
 
-    __slots__ = ("doc", "labels", "name", "values")
+    __slots__ = ("doc", "labels", "name", "ticks", "values")
 
     def __init__(self, name: str, doc: str, labels: _Labels) -> None:
         self.name, self.doc, self.labels = name, doc, labels
         self.values: dict[_Labels, list[float]] = {}
+        self.ticks: dict[_Labels, itertools.count[int]] = {}
+
+    def tick(self, key: _Labels) -> itertools.count[int]:
+        """The lock-free count of ``key``, made on first use."""
+        tick = self.ticks.get(key)
+        if tick is None:
+            tick = self.ticks[key] = itertools.count()
+        return tick
+
+    def snapshot(self) -> dict[_Labels, float]:
+        """Every count, ticks included (under the caller's lock)."""
+        counts = {key: cell[0] for key, cell in self.values.items()}
+        for key, tick in self.ticks.items():
+            counts[key] = counts.get(key, 0.0) + count_value(tick)
+        return counts
 
     def cell(self, key: _Labels) -> list[float]:
         """The count of ``key``, made on first use."""
@@ -135,9 +175,23 @@ class _Gauge:
 
 
 _VERB_HOST: Final = ("verb", "host")
-_AttemptCells = tuple[list[float], _Row, _Row | None]
+#: An attempt's request count, its size-0 request count, request size row, response size row.
+_AttemptCells: TypeAlias = "tuple[itertools.count[int], itertools.count[int], _Row, _Row | None]"
+#: A call's duration row, its no-wait limiter count and its limiter row.
+_CallRows: TypeAlias = "tuple[_Row, itertools.count[int], _Row]"
 _bisect: Final = bisect.bisect_left
 _SIZES: Final = SIZE_BUCKETS
+#: The size bucket of every bit length: the sizes' bounds are powers of two, so the first bound
+#: at or above ``n`` is the first whose exponent reaches ``(n - 1).bit_length()``.
+_SIZE_INDEX: Final = tuple(
+    _bisect([int(bound).bit_length() - 1 for bound in SIZE_BUCKETS], bits) for bits in range(64)
+)
+
+
+def _size_bucket(size: int) -> int:
+    """``bisect_left(SIZE_BUCKETS, size)`` without the search: one table lookup."""
+    bits = (size - 1).bit_length()
+    return _SIZE_INDEX[bits] if bits < 64 else len(SIZE_BUCKETS)
 
 
 class ClientMetrics(EventSink):
@@ -164,9 +218,6 @@ class ClientMetrics(EventSink):
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
-        self._monotonic = monotonic
-        #: When this thread's call began (the sync driver runs a call on one thread).
-        self._calls = threading.local()
         h, c = _Histogram, _Counter
         # --- client-go --------------------------------------------------------------------
         self.requests = c(
@@ -301,16 +352,14 @@ class ClientMetrics(EventSink):
         self._gauges = (self.limiter_qps, self.last_event)
         #: (code, method, host) -> its request count, request size row, response size row.
         self._attempt_cells: dict[tuple[str, str, str], _AttemptCells] = {}
-        #: (method, host) -> its duration row and rate limiter row.
-        self._call_rows: dict[tuple[str, str], tuple[_Row, _Row]] = {}
+        #: (method, host) -> its duration row, no-wait limiter count and rate limiter row.
+        self._call_rows: dict[tuple[str, str], _CallRows] = {}
 
     # --- calls (EventSink) ---------------------------------------------------------------------
 
-    def call_started(self, method: str, host: str, headers: dict[str, str]) -> None:
-        self._calls.start = self._monotonic()
-
     # The three events every call sends look their label set up once, in a dict of references
-    # to the rows they update: one lookup, then plain list arithmetic under the lock.
+    # to the counts and rows they update: one lookup, then a lock-free count or plain list
+    # arithmetic under the lock.
 
     def attempt(  # noqa: PLR0917  the EventSink signature
         self,
@@ -324,28 +373,38 @@ class ClientMetrics(EventSink):
         cells = self._attempt_cells.get((code, method, host))
         if cells is None:
             cells = self._new_attempt_cells(code, method, host)
-        count, sent, received = cells
-        # A GET sends no body: its bucket is the first, without a search.
-        sent_bucket = _bisect(_SIZES, request_bytes) if request_bytes else 0
-        lock = self._lock
-        lock.acquire()  # not ``with``: its protocol costs more than the work (CPython 3.11)
-        try:
-            count[0] += 1
-            sent[sent_bucket] += 1
-            sent[-1] += request_bytes
-            if received is not None:
-                received[_bisect(_SIZES, response_bytes)] += 1
+        count, unsent, sent, received = cells
+        next(count)
+        if request_bytes:
+            bucket = _bisect(_SIZES, request_bytes)
+            lock = self._lock
+            lock.acquire()  # not ``with``: its protocol costs more than the work (CPython 3.11)
+            try:
+                sent[bucket] += 1
+                sent[-1] += request_bytes
+            finally:
+                lock.release()
+        else:
+            next(unsent)  # a GET's: no body, the first bucket, nothing to add to the sum
+        if received is not None:
+            bucket = _size_bucket(response_bytes)
+            lock = self._lock
+            lock.acquire()
+            try:
+                received[bucket] += 1
                 received[-1] += response_bytes
-        finally:
-            lock.release()
+            finally:
+                lock.release()
 
     def limiter_wait(self, method: str, host: str, seconds: float) -> None:
         rows = self._call_rows.get((method, host))
         if rows is None:
             rows = self._new_call_rows(method, host)
-        waited = rows[1]
-        # Most calls go at once: 0.0 is the first bucket, without a search.
-        bucket = _bisect(LATENCY_BUCKETS, seconds) if seconds else 0
+        if not seconds:
+            next(rows[1])  # most calls go at once: counted without the lock
+            return
+        waited = rows[2]
+        bucket = _bisect(LATENCY_BUCKETS, seconds)
         lock = self._lock
         lock.acquire()
         try:
@@ -354,26 +413,27 @@ class ClientMetrics(EventSink):
         finally:
             lock.release()
 
-    def call_ended(
-        self, method: str, host: str, attempts: int, stop: str | None, error: str | None
+    def call_ended(  # noqa: PLR0917  the EventSink signature
+        self,
+        method: str,
+        host: str,
+        attempts: int,
+        seconds: float,
+        stop: str | None,
+        error: str | None,
     ) -> None:
-        calls = self._calls
-        start: float | None = getattr(calls, "start", None)
-        if start is not None:
-            calls.start = None
-            seconds = self._monotonic() - start
-            rows = self._call_rows.get((method, host))
-            if rows is None:
-                rows = self._new_call_rows(method, host)
-            took = rows[0]
-            bucket = _bisect(LATENCY_BUCKETS, seconds)
-            lock = self._lock
-            lock.acquire()
-            try:
-                took[bucket] += 1
-                took[-1] += seconds
-            finally:
-                lock.release()
+        rows = self._call_rows.get((method, host))
+        if rows is None:
+            rows = self._new_call_rows(method, host)
+        took = rows[0]
+        bucket = _bisect(LATENCY_BUCKETS, seconds)
+        lock = self._lock
+        lock.acquire()
+        try:
+            took[bucket] += 1
+            took[-1] += seconds
+        finally:
+            lock.release()
         if stop is not None or error is not None:
             key = (method, host)
             with self._lock:
@@ -388,17 +448,22 @@ class ClientMetrics(EventSink):
         with self._lock:
             key = (method, host)
             cells = (
-                self.requests.cell((code, method, host)),
+                self.requests.tick((code, method, host)),
+                self.request_size.zero(key),
                 self.request_size.row(key),
                 None if code == NO_CODE else self.response_size.row(key),
             )
             self._attempt_cells[code, method, host] = cells
             return cells
 
-    def _new_call_rows(self, method: str, host: str) -> tuple[_Row, _Row]:
+    def _new_call_rows(self, method: str, host: str) -> _CallRows:
         with self._lock:
             key = (method, host)
-            rows = self._call_rows[key] = (self.duration.row(key), self.limiter_duration.row(key))
+            rows = self._call_rows[key] = (
+                self.duration.row(key),
+                self.limiter_duration.zero(key),
+                self.limiter_duration.row(key),
+            )
             return rows
 
     def retry(self, method: str, host: str, code: str, reason: str, wait: float) -> None:
@@ -480,8 +545,8 @@ class ClientMetrics(EventSink):
         values: list[float | None] = []
         if not empty:
             with self._lock:
-                counts = [{k: v[0] for k, v in c.values.items()} for c in self._counters]
-                rows = [{k: list(r) for k, r in h.rows.items()} for h in self._histograms]
+                counts = [counter.snapshot() for counter in self._counters]
+                rows = [histogram.snapshot() for histogram in self._histograms]
                 values = [g.value for g in self._gauges]
         for index, counter in enumerate(self._counters):
             family = CounterMetricFamily(counter.name, counter.doc, labels=counter.labels)

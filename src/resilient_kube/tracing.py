@@ -106,8 +106,14 @@ class _Tracing(EventSink):
         if span is not None and span.is_recording():
             span.add_event("server_warning", {"resilient_kube.warning": value})
 
-    def call_ended(
-        self, method: str, host: str, attempts: int, stop: str | None, error: str | None
+    def call_ended(  # noqa: PLR0917  the EventSink signature
+        self,
+        method: str,
+        host: str,
+        attempts: int,
+        seconds: float,
+        stop: str | None,
+        error: str | None,
     ) -> None:
         local = self._local
         span = getattr(local, "span", None)

@@ -381,8 +381,14 @@ class _Ended(EventSink):
     def __init__(self) -> None:
         self.ended: list[tuple[str, int, str | None, str | None]] = []
 
-    def call_ended(
-        self, method: str, host: str, attempts: int, stop: str | None, error: str | None
+    def call_ended(  # noqa: PLR0917  the EventSink signature
+        self,
+        method: str,
+        host: str,
+        attempts: int,
+        seconds: float,
+        stop: str | None,
+        error: str | None,
     ) -> None:
         self.ended.append((method, attempts, stop, error))
 

@@ -33,6 +33,7 @@ import aiohttp
 from aiohttp.base_protocol import BaseProtocol
 
 from .. import errors
+from .._driver import end_call, log_retry
 from .._events import NO_CODE, EventSink
 from .._limiter import TokenBucket
 from .._policy import RETURN, AttemptError, BodyTooLarge, Call, Policy, Raise, Retry
@@ -162,6 +163,7 @@ class AsyncTransport:
             # watch_idle_timeout (or the server's timeoutSeconds plus its margin, if shorter).
             call.read = _shorter(call.read, self.settings.watch_idle_timeout)
         next(self._requests)  # also the retry budget's count of calls
+        began = time.monotonic()
         events = self.events
         host = self._host(url)
         extra: dict[str, str] = {}
@@ -187,7 +189,7 @@ class AsyncTransport:
                     str(outcome.status) if isinstance(outcome, aiohttp.ClientResponse) else NO_CODE
                 )
                 events.retry(call.method, host, code, decision.reason, decision.wait)
-                self._log_retry(call, decision)
+                log_retry(call, decision)
                 await self._sleep(decision.wait)
         except errors.RateLimitTimeout as exc:
             if call.attempts and isinstance(outcome, aiohttp.ClientResponse):
@@ -195,17 +197,17 @@ class AsyncTransport:
                 call.stop = "rate_limit"
             else:
                 error = policy.rate_limited(call, exc)
-                events.call_ended(call.method, host, call.attempts, call.stop, type(error).__name__)
+                end_call(events, call, host, began, type(error).__name__)
                 raise error from None
         except errors.TransportError as exc:
-            events.call_ended(call.method, host, call.attempts, call.stop, type(exc).__name__)
+            end_call(events, call, host, began, type(exc).__name__)
             log.warning("%s", exc)
             raise
         except BaseException as exc:
             # Cancelled (or a bug): the call ends without an answer.
-            events.call_ended(call.method, host, call.attempts, call.stop, type(exc).__name__)
+            end_call(events, call, host, began, type(exc).__name__)
             raise
-        events.call_ended(call.method, host, call.attempts, call.stop, None)
+        end_call(events, call, host, began, None)
         assert isinstance(outcome, aiohttp.ClientResponse)  # Defensive: RETURN follows answers
         if call.stop is not None and call.stop != "final":
             log.warning(
@@ -258,18 +260,6 @@ class AsyncTransport:
         host = parts.netloc.rpartition("@")[2]
         self._last_host = (f"{parts.scheme}://{parts.netloc}/", host)
         return host
-
-    def _log_retry(self, call: Call, decision: Retry) -> None:
-        failure = call.failure
-        log.debug(
-            "retrying %s %s: attempt=%d phase=%s reason=%s wait=%.3fs",
-            call.method,
-            call.path(),
-            call.attempts,
-            "before-send" if failure is not None and not failure.sent else "after-send",
-            decision.reason,
-            decision.wait,
-        )
 
     async def _attempt(
         self, call: Call, host: str, kwargs: dict[str, Any], request_bytes: int
