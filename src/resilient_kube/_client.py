@@ -21,6 +21,7 @@ from . import _fork
 from ._connection import PoolContext, install_pools
 from ._credentials import CredentialSpec, install_credentials, kubeconfig_credentials
 from ._dns import DnsCache
+from ._driver import host_label
 from ._endpoints import EndpointSet, HealthChecker
 from ._events import EventSink, Fanout
 from ._informer import SharedInformer
@@ -98,7 +99,12 @@ class ApiClient(kubernetes.client.ApiClient):  # type: ignore[misc]
             None
             if settings.qps is None
             else TokenBucket(
-                settings.qps, settings.burst, clock=clock, sleep=sleep, events=self.events
+                settings.qps,
+                settings.burst,
+                clock=clock,
+                sleep=sleep,
+                events=self.events,
+                host=host_label(self.configuration.host),
             )
         )
         self._dns = _dns_cache(settings, clock, self.events) if settings.dns_cache else None

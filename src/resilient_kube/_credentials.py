@@ -50,6 +50,7 @@ from typing import Any, Final, Protocol
 from kubernetes.config import kube_config
 
 from ._events import EventSink, Fanout
+from ._x509 import validity
 from .errors import ConfigError, CredentialError
 
 __all__ = [
@@ -631,6 +632,7 @@ class ExecCredentials(EventSink):
                 start_new_session=True,  # its own process group, killed whole on timeout
             )
         except OSError as exc:
+            self._events.exec_plugin_call(1, "plugin_not_found_error")  # client-go's labels
             raise CredentialError(
                 f"exec plugin {name!r} could not start: {exc.strerror}", command=name
             ) from None
@@ -638,11 +640,16 @@ class ExecCredentials(EventSink):
             stdout, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill(process)
+            self._events.exec_plugin_call(-1, "plugin_execution_error")
             raise CredentialError(
                 f"exec plugin {name!r} did not finish within {limit}; it was killed",
                 command=name,
             ) from None
         status = process.returncode
+        # As Go's ExitCode(): -1 for a process a signal ended.
+        self._events.exec_plugin_call(
+            max(status, -1), "no_error" if status == 0 else "plugin_execution_error"
+        )
         if status != 0:
             how = (
                 f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
@@ -653,6 +660,15 @@ class ExecCredentials(EventSink):
                 exit_status=status,
             )
         return self._parse(stdout)
+
+    def _new_certificate(self, pem: bytes, replaced: bytes | None) -> None:
+        """Report a new client certificate: its expiry, and the age of the one it replaces."""
+        dates = validity(pem)
+        if dates is None:
+            return  # not readable here; still used (the TLS layer is the judge)
+        old = None if replaced is None else validity(replaced)
+        age = None if old is None else self._wall() - old[0]
+        self._events.exec_certificate(self, dates[1], age)
 
     def _parse(self, stdout: bytes) -> _ExecResult:
         name = self.config.name
@@ -699,12 +715,14 @@ class ExecCredentials(EventSink):
             margin = min(_MAX_MARGIN, max(lifetime, 0.0) * _MARGIN_SHARE)
             refresh_at = max(now + lifetime - margin, now + _MIN_REUSE)
             expires_at = max(now + lifetime, refresh_at)
-        if certificate and self._on_certificate is not None:
+        if certificate:
             assert isinstance(key, str)  # Defensive: checked above
             last = self._result
             pem, key_pem = certificate.encode(), key.encode()
             if last is None or (last.certificate, last.key) != (pem, key_pem):
-                self._on_certificate(pem, key_pem)
+                self._new_certificate(pem, None if last is None else last.certificate)
+                if self._on_certificate is not None:
+                    self._on_certificate(pem, key_pem)
         return _ExecResult(
             header=f"Bearer {token}" if isinstance(token, str) and token else None,
             certificate=certificate.encode() if isinstance(certificate, str) else None,

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import urlsplit
 
 from ._events import EventSink
 from ._policy import Call, Retry
 
-__all__ = ["end_call", "log_retry"]
+__all__ = ["end_call", "host_label", "log_retry"]
 
 log = logging.getLogger("resilient_kube._transport")
+
+
+def host_label(url: str) -> str:
+    """``host[:port]`` of ``url`` as events label it (never the userinfo)."""
+    return urlsplit(url).netloc.rpartition("@")[2]
 
 
 def end_call(events: EventSink, call: Call, host: str, began: float, error: str | None) -> None:

@@ -81,8 +81,9 @@ class EventSink:
     def limiter_wait(self, method: str, host: str, seconds: float) -> None:
         """A call waited ``seconds`` for its slot (0.0 when it went at once)."""
 
-    def rate_changed(self, qps: float) -> None:
-        """The limiter's effective rate changed (429 pushback, or recovery)."""
+    def rate_changed(self, host: str, qps: float) -> None:
+        """The limiter of the client of ``host`` changed its effective rate (429 pushback, or
+        recovery)."""
 
     def flow_control(self, flow_schema: str | None, priority_level: str | None) -> None:
         """A response carried API Priority and Fairness UIDs."""
@@ -107,6 +108,16 @@ class EventSink:
     # --- credentials -----------------------------------------------------------------------
     def credential_refresh(self, source: str, seconds: float, ok: bool) -> None:
         """A credential source (``token_file``, ``exec``, ...) fetched fresh credentials."""
+
+    def exec_plugin_call(self, exit_code: int, call_status: str) -> None:
+        """An exec plugin was run, as client-go counts it: ``call_status`` is ``no_error`` (it
+        exited 0), ``plugin_execution_error`` (another status; -1 when a signal or the timeout
+        ended it) or ``plugin_not_found_error`` (it could not start; ``exit_code`` 1)."""
+
+    def exec_certificate(self, owner: object, not_after: float, rotated_age: float | None) -> None:
+        """The exec plugin of ``owner`` (one per client) handed out a new client certificate,
+        valid until ``not_after`` (Unix time). ``rotated_age``: how long the certificate it
+        replaces had been valid (now minus its notBefore), or None for the first."""
 
 
 class Fanout(EventSink):

@@ -103,6 +103,8 @@ class TokenBucket:
         qps: sustained tokens per second (> 0).
         burst: tokens that may be taken at once (an integer >= 1).
         clock: monotonic seconds; sleep: how to wait (both injectable for tests).
+        events: told of every change of the effective rate (``rate_changed``).
+        host: ``host:port`` of the client's API server, the label of those events.
 
     The arguments are trusted: ``Settings`` validated them (``qps`` in [0.001, 1e6], ``burst``
     an integer >= 1).
@@ -123,6 +125,7 @@ class TokenBucket:
         "_events",
         "_floor",
         "_flow_schemas",
+        "_host",
         "_interval",
         "_lock",
         "_logged_at",
@@ -146,9 +149,11 @@ class TokenBucket:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         events: EventSink | None = None,
+        host: str = "",
     ) -> None:
-        #: Told of every change of the effective rate (``rate_changed``).
+        #: Told of every change of the effective rate (``rate_changed``), for ``host``.
         self._events = events if events is not None else EventSink()
+        self._host = host
         self._qps = float(qps)
         self._burst = burst
         self._clock = clock
@@ -365,7 +370,7 @@ class TokenBucket:
         self._rate = rate
         self._interval = interval
         self._tau = (self._cap - 1) * interval
-        self._events.rate_changed(rate)
+        self._events.rate_changed(self._host, rate)
 
     def _after_fork(self) -> None:
         """In a forked child: a new lock (one a parent thread held at the fork stays held)."""

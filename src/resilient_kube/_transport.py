@@ -37,7 +37,7 @@ from urllib3.util.url import parse_url
 
 from . import errors
 from ._credentials import Credentials
-from ._driver import end_call, log_retry
+from ._driver import end_call, host_label, log_retry
 from ._endpoints import Endpoint, EndpointSet
 from ._events import NO_CODE, EventSink
 from ._limiter import TokenBucket
@@ -349,7 +349,7 @@ class Transport(RequestMethods):
         last = self._last_route
         if last is not None and url.startswith(last[0]):
             return last[2]
-        return urlsplit(url).netloc.rpartition("@")[2]
+        return host_label(url)
 
     def _reauthenticate(self, call: Call, wire: _Wire) -> bool:
         """Swap fresh credentials into this call's headers; False when there are none."""

@@ -23,7 +23,9 @@ series                                                      labels              
 ``rest_client_rate_limiter_duration_seconds``               verb, host           per limiter pass
 ``rest_client_request_retries_total``                       code, verb, host     per retry
 ``rest_client_dns_resolution_duration_seconds``             host                 per lookup
-``rest_client_exec_plugin_call_total``                      code, call_status    per exec refresh
+``rest_client_exec_plugin_call_total``                      code, call_status    per exec plugin run
+``rest_client_exec_plugin_ttl_seconds``                                          at scrape: soonest expiry
+``rest_client_exec_plugin_certificate_rotation_age``                             per certificate rotation
 =========================================================  ===================  ========================
 
 resilient_kube's own series (``resilient_kube_*``) are listed in ``docs/observability.md``.
@@ -43,8 +45,10 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
@@ -59,6 +63,8 @@ __all__ = ["ClientMetrics", "register", "registered", "unregister"]
 
 #: client-go's buckets for request and rate-limiter latency (seconds).
 LATENCY_BUCKETS: Final = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+#: client-go's buckets for the age of a rotated exec plugin certificate: 10 minutes to 57 days.
+ROTATION_AGE_BUCKETS: Final = tuple(600.0 * 2**power for power in range(14))
 #: client-go's buckets for DNS resolution latency (seconds).
 DNS_BUCKETS: Final = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 #: client-go's buckets for request and response sizes: 64 bytes to 16 MiB.
@@ -165,13 +171,14 @@ class _Counter:
 
 
 class _Gauge:
-    """One value without labels; None until first set (the series is then absent)."""
+    """A value per label set, set by the caller under its lock; a label set is absent until
+    first set."""
 
-    __slots__ = ("doc", "name", "value")
+    __slots__ = ("doc", "labels", "name", "values")
 
-    def __init__(self, name: str, doc: str) -> None:
-        self.name, self.doc = name, doc
-        self.value: float | None = None
+    def __init__(self, name: str, doc: str, labels: _Labels = ()) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[_Labels, float] = {}
 
 
 _VERB_HOST: Final = ("verb", "host")
@@ -267,6 +274,14 @@ class ClientMetrics(EventSink):
             " succeeded).",
             ("code", "call_status"),
         )
+        self.exec_rotation_age = h(
+            "rest_client_exec_plugin_certificate_rotation_age",
+            "Histogram of the number of seconds the last auth exec plugin client certificate"
+            " lived before being rotated. If auth exec plugin client certificates are unused,"
+            " histogram will contain no data.",
+            (),
+            ROTATION_AGE_BUCKETS,
+        )
         # --- resilient_kube ---------------------------------------------------------------
         self.retry_reasons = c(
             "resilient_kube_retries_total",
@@ -296,6 +311,7 @@ class ClientMetrics(EventSink):
         self.limiter_qps = _Gauge(
             "resilient_kube_rate_limiter_qps",
             "The client-side limiter's effective rate (requests per second) after 429 pushback.",
+            ("host",),
         )
         self.flow_control_responses = c(
             "resilient_kube_flow_control_responses_total",
@@ -350,6 +366,8 @@ class ClientMetrics(EventSink):
         self._counters = tuple(v for v in vars(self).values() if isinstance(v, _Counter))
         self._histograms = tuple(v for v in vars(self).values() if isinstance(v, _Histogram))
         self._gauges = (self.limiter_qps, self.last_event)
+        #: Each exec plugin's (one per client) current certificate's notAfter, for the TTL gauge.
+        self._certificates: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
         #: (code, method, host) -> its request count, request size row, response size row.
         self._attempt_cells: dict[tuple[str, str, str], _AttemptCells] = {}
         #: (method, host) -> its duration row, no-wait limiter count and rate limiter row.
@@ -478,8 +496,9 @@ class ClientMetrics(EventSink):
 
     # --- the limiter ---------------------------------------------------------------------------
 
-    def rate_changed(self, qps: float) -> None:
-        self.limiter_qps.value = qps
+    def rate_changed(self, host: str, qps: float) -> None:
+        with self._lock:
+            self.limiter_qps.values[host,] = qps
 
     def flow_control(self, flow_schema: str | None, priority_level: str | None) -> None:
         with self._lock:
@@ -501,7 +520,7 @@ class ClientMetrics(EventSink):
     def watch_event(self, kind: str) -> None:
         with self._lock:
             self.watch_events.add((kind,))
-            self.last_event.value = self._clock()
+            self.last_event.values[()] = self._clock()
 
     def watch_restart(self, reason: str, wait: float) -> None:
         with self._lock:
@@ -517,9 +536,16 @@ class ClientMetrics(EventSink):
         with self._lock:
             self.credential_refreshes.add((source, "ok" if ok else "error"))
             self.credential_duration.observe((source,), seconds)
-            if source == "exec":
-                # client-go's labels; the event carries no exit code, so a failure counts as 1.
-                self.exec_calls.add(("0", "no_error") if ok else ("1", "plugin_execution_error"))
+
+    def exec_plugin_call(self, exit_code: int, call_status: str) -> None:
+        with self._lock:
+            self.exec_calls.add((str(exit_code), call_status))
+
+    def exec_certificate(self, owner: object, not_after: float, rotated_age: float | None) -> None:
+        with self._lock:
+            self._certificates[owner] = not_after
+            if rotated_age is not None:
+                self.exec_rotation_age.observe((), rotated_age)
 
     # --- the prometheus_client collector -------------------------------------------------------
 
@@ -542,12 +568,14 @@ class ClientMetrics(EventSink):
 
         counts: list[dict[_Labels, float]] = []
         rows: list[dict[_Labels, _Row]] = []
-        values: list[float | None] = []
+        values: list[dict[_Labels, float]] = []
+        not_afters: list[float] = []
         if not empty:
             with self._lock:
                 counts = [counter.snapshot() for counter in self._counters]
                 rows = [histogram.snapshot() for histogram in self._histograms]
-                values = [g.value for g in self._gauges]
+                values = [dict(g.values) for g in self._gauges]
+                not_afters = list(self._certificates.values())
         for index, counter in enumerate(self._counters):
             family = CounterMetricFamily(counter.name, counter.doc, labels=counter.labels)
             for key, count in sorted(counts[index].items() if counts else ()):
@@ -567,11 +595,21 @@ class ClientMetrics(EventSink):
                 histogram_family.add_metric(key, buckets, sum_value=row[-1])
             yield histogram_family
         for index, gauge in enumerate(self._gauges):
-            gauge_family = GaugeMetricFamily(gauge.name, gauge.doc)
-            value = values[index] if values else None
-            if value is not None:
-                gauge_family.add_metric((), value)
+            gauge_family = GaugeMetricFamily(gauge.name, gauge.doc, labels=gauge.labels)
+            for key, value in sorted(values[index].items() if values else ()):
+                gauge_family.add_metric(key, value)
             yield gauge_family
+        # client-go's: seconds until the soonest exec plugin certificate expires, +Inf with none.
+        ttl = GaugeMetricFamily(
+            "rest_client_exec_plugin_ttl_seconds",
+            "Gauge of the shortest TTL (time-to-live) of the client certificate(s) managed by the"
+            " auth exec plugin. The value is in seconds until certificate expiry (negative if"
+            " already expired). If auth exec plugins are unused or manage no TLS certificates,"
+            " the value will be +INF.",
+        )
+        if not empty:
+            ttl.add_metric((), min(not_afters) - self._clock() if not_afters else math.inf)
+        yield ttl
 
 
 _LOCK = threading.Lock()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from kubernetes import client
 
 from resilient_kube import ApiClient, ClientFactory, ConfigError, CredentialError
@@ -344,3 +347,82 @@ def test_a_run_after_a_401_counts_against_the_calls_deadline(tmp_path: Path) -> 
     with pytest.raises(CredentialError, match="the call's deadline has passed"):
         source.refresh("Bearer rejected", time.monotonic() - 1.0)
     assert runs_of(runs) == before  # no run is started for a call already out of time
+
+
+class ExecEvents(EventSink):
+    """Records the exec plugin events (client-go's exec metrics are built on them)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str]] = []
+        self.certificates: list[tuple[object, float, float | None]] = []
+
+    def exec_plugin_call(self, exit_code: int, call_status: str) -> None:
+        self.calls.append((exit_code, call_status))
+
+    def exec_certificate(self, owner: object, not_after: float, rotated_age: float | None) -> None:
+        self.certificates.append((owner, not_after, rotated_age))
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("credential({'token': 't'})\n", (0, "no_error")),
+        ("print('not json')\n", (0, "no_error")),  # it ran fine: client-go counts the run
+        ("sys.exit(3)\n", (3, "plugin_execution_error")),
+        ("os.kill(os.getpid(), 9)\n", (-1, "plugin_execution_error")),  # Go's ExitCode()
+        ("time.sleep(60)\n", (-1, "plugin_execution_error")),  # killed at exec_timeout
+    ],
+)
+def test_each_run_is_reported_with_client_gos_exit_code_and_status(
+    tmp_path: Path, body: str, expected: tuple[int, str]
+) -> None:
+    script, _ = write_plugin(tmp_path, body)
+    events = ExecEvents()
+    source = ExecCredentials(
+        ExecConfig(command=sys.executable, args=(str(script),)), events, timeout=2.0
+    )
+    with contextlib.suppress(CredentialError):
+        source.current()
+    assert events.calls == [expected]
+
+
+def test_a_plugin_that_cannot_start_is_reported_not_found(tmp_path: Path) -> None:
+    events = ExecEvents()
+    source = ExecCredentials(ExecConfig(command=str(tmp_path / "missing")), events)
+    with pytest.raises(CredentialError, match="could not start"):
+        source.current()
+    assert events.calls == [(1, "plugin_not_found_error")]
+
+
+def test_a_new_client_certificate_is_reported_with_its_expiry_and_the_old_ones_age(
+    tmp_path: Path,
+) -> None:
+    ca = trustme.CA()
+    now = float(int(time.time()))  # certificates carry whole seconds
+    first = ca.issue_cert(
+        "client-a",
+        not_before=datetime.datetime.fromtimestamp(now - 3600, datetime.UTC),
+        not_after=datetime.datetime.fromtimestamp(now + 7200, datetime.UTC),
+    )
+    second = ca.issue_cert(
+        "client-b", not_after=datetime.datetime.fromtimestamp(now + 86400, datetime.UTC)
+    )
+    cert, key = tmp_path / "issued.crt", tmp_path / "issued.key"
+    script, _ = write_plugin(
+        tmp_path,
+        f"""\
+        credential({{"clientCertificateData": open({str(cert)!r}).read(),
+                    "clientKeyData": open({str(key)!r}).read()}})
+        """,
+    )
+    events = ExecEvents()
+    source = ExecCredentials(
+        ExecConfig(command=sys.executable, args=(str(script),)), events, wall=lambda: now
+    )
+    for issued in (first, first, second):
+        cert.write_bytes(issued.cert_chain_pems[0].bytes())
+        key.write_bytes(issued.private_key_pem.bytes())
+        assert source.refresh(None, None) is None  # a certificate, no token
+    # The same certificate twice is one; the rotation reports how long the old one had lived
+    # (from its notBefore).
+    assert events.certificates == [(source, now + 7200, None), (source, now + 86400, 3600.0)]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import math
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import prometheus_client
@@ -29,12 +32,14 @@ SERIES = {
     "rest_client_request_retries_total": ("counter", ("code", "verb", "host")),
     "rest_client_dns_resolution_duration_seconds": ("histogram", ("host",)),
     "rest_client_exec_plugin_call_total": ("counter", ("code", "call_status")),
+    "rest_client_exec_plugin_ttl_seconds": ("gauge", ()),
+    "rest_client_exec_plugin_certificate_rotation_age": ("histogram", ()),
     "resilient_kube_retries_total": ("counter", ("verb", "host", "reason")),
     "resilient_kube_retry_wait_seconds_total": ("counter", ("verb", "host")),
     "resilient_kube_failed_calls_total": ("counter", ("verb", "host", "error")),
     "resilient_kube_retry_budget_refusals_total": ("counter", ("verb", "host")),
     "resilient_kube_deadline_expiries_total": ("counter", ("verb", "host")),
-    "resilient_kube_rate_limiter_qps": ("gauge", ()),
+    "resilient_kube_rate_limiter_qps": ("gauge", ("host",)),
     "resilient_kube_flow_control_responses_total": ("counter", ("flow_schema", "priority_level")),
     "resilient_kube_dns_lookups_total": ("counter", ("host", "result")),
     "resilient_kube_pool_connections_total": ("counter", ("host", "event")),
@@ -267,8 +272,9 @@ def test_events_not_from_calls_reach_their_series(registry: CollectorRegistry) -
     sink.watch_restart("reset", 0.2)
     sink.informer_relist("initial")
     sink.informer_relist("expired")
-    sink.rate_changed(25.0)
-    sink.rate_changed(12.5)
+    sink.rate_changed("api:6443", 25.0)
+    sink.rate_changed("api:6443", 12.5)
+    sink.rate_changed("other:6443", 50.0)
     sink.dns_lookup("api:6443", "miss", 0.02)
     sink.dns_lookup("api:6443", "hit", 0.0)
     sink.dns_lookup("api:6443", "stale", 2.0)
@@ -278,6 +284,9 @@ def test_events_not_from_calls_reach_their_series(registry: CollectorRegistry) -
     sink.credential_refresh("exec", 0.3, True)
     sink.credential_refresh("exec", 1.5, False)
     sink.credential_refresh("token_file", 0.001, True)
+    sink.exec_plugin_call(0, "no_error")
+    sink.exec_plugin_call(3, "plugin_execution_error")
+    sink.exec_plugin_call(1, "plugin_not_found_error")
 
     def v(name: str, **labels: str) -> float:
         return value(registry, name, **labels)
@@ -290,7 +299,8 @@ def test_events_not_from_calls_reach_their_series(registry: CollectorRegistry) -
     assert v("resilient_kube_informer_relists_total", reason="expired") == 1
     stamp = v("resilient_kube_watch_last_event_timestamp_seconds")
     assert stamp > 1.7e9  # Unix time, so age is time() - it
-    assert v("resilient_kube_rate_limiter_qps") == 12.5
+    assert v("resilient_kube_rate_limiter_qps", host="api:6443") == 12.5
+    assert v("resilient_kube_rate_limiter_qps", host="other:6443") == 50.0
     assert v("resilient_kube_dns_lookups_total", host="api:6443", result="miss") == 1
     assert v("resilient_kube_dns_lookups_total", host="api:6443", result="stale") == 1
     assert v("rest_client_dns_resolution_duration_seconds_count", host="api:6443") == 3
@@ -298,11 +308,12 @@ def test_events_not_from_calls_reach_their_series(registry: CollectorRegistry) -
     assert v("resilient_kube_pool_connections_total", host="api:6443", event="opened") == 2
     assert v("resilient_kube_pool_connections_total", host="api:6443", event="retired") == 1
     assert v("rest_client_exec_plugin_call_total", code="0", call_status="no_error") == 1
-    failed = {"code": "1", "call_status": "plugin_execution_error"}
+    failed = {"code": "3", "call_status": "plugin_execution_error"}
     assert v("rest_client_exec_plugin_call_total", **failed) == 1
     assert label_sets(registry, "rest_client_exec_plugin_call_total") == {
         (("call_status", "no_error"), ("code", "0")),
-        (("call_status", "plugin_execution_error"), ("code", "1")),
+        (("call_status", "plugin_execution_error"), ("code", "3")),
+        (("call_status", "plugin_not_found_error"), ("code", "1")),
     }
     assert v("resilient_kube_credential_refreshes_total", source="exec", result="ok") == 1
     assert v("resilient_kube_credential_refreshes_total", source="exec", result="error") == 1
@@ -319,6 +330,9 @@ def test_label_names_are_the_declared_ones(
     sink = metrics.registered()
     assert sink is not None
     sink.credential_refresh("exec", 0.1, True)
+    sink.exec_plugin_call(0, "no_error")
+    sink.exec_certificate(sink, time.time() + 60, 700.0)
+    sink.rate_changed("h:1", 5.0)
     sink.dns_lookup("h:1", "hit", 0.0)
     for family in registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
@@ -455,3 +469,30 @@ def test_lock_free_counts_add_up_with_the_locked_ones() -> None:
     assert value(registry, f"{waited}_sum", **verb_host) == pytest.approx(0.204)
     requests = "rest_client_requests_total"
     assert value(registry, requests, code="201", method="POST", host="h:1") == 2
+
+
+def test_the_exec_certificate_ttl_is_the_soonest_expiry_of_live_plugins() -> None:
+    """client-go's TTL gauge: +Inf with no certificate, else seconds until the soonest expires
+    (negative once expired); a client's plugin that is gone no longer counts."""
+    now = 1_000_000.0
+    sink = metrics.ClientMetrics(clock=lambda: now)
+    registry = CollectorRegistry()
+    registry.register(sink)
+    assert value(registry, "rest_client_exec_plugin_ttl_seconds") == math.inf
+
+    class Owner:
+        """Stands for one client's exec plugin (the event's owner, held weakly)."""
+
+    first, second = Owner(), Owner()
+    sink.exec_certificate(first, now + 600, None)
+    sink.exec_certificate(second, now + 300, None)
+    assert value(registry, "rest_client_exec_plugin_ttl_seconds") == 300
+    sink.exec_certificate(second, now - 5, 4000.0)  # rotated to one already expired
+    assert value(registry, "rest_client_exec_plugin_ttl_seconds") == -5
+    del second
+    gc.collect()
+    assert value(registry, "rest_client_exec_plugin_ttl_seconds") == 600
+    age = "rest_client_exec_plugin_certificate_rotation_age"
+    assert value(registry, f"{age}_count") == 1
+    assert value(registry, f"{age}_bucket", le="4800.0") == 1
+    assert value(registry, f"{age}_bucket", le="2400.0") == 0

@@ -15,6 +15,7 @@ import kubernetes.aio.config
 import kubernetes.aio.dynamic
 import kubernetes.aio.watch
 
+from .._driver import host_label
 from .._events import EventSink
 from .._settings import Settings, Tuning
 from .._stats import Stats
@@ -71,7 +72,7 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
         self.settings = Settings.from_kwargs(settings, **tuning)
         super().__init__(configuration, header_name, header_value, cookie)
         settings = self.settings
-        self._rk = parts = Parts(settings, clock)
+        self._rk = parts = Parts(settings, host_label(self.configuration.host), clock)
         #: Where every layer reports what it did (``subscribe`` adds to it).
         self.events = parts.events
         rest = self.rest_client

@@ -32,17 +32,24 @@ class Parts:
 
     Args:
         settings: the client's settings.
+        host: ``host:port`` of the API server, the label of the limiter's events.
         clock: monotonic time; tests inject a fake.
     """
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, settings: Settings, host: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
         self.counters = Counters(clock=clock)
         #: Where every layer reports what it did: the counters behind ``stats()``, and whatever
         #: ``subscribe`` adds.
         self.events = Fanout([self.counters])
         self.limiter = (
-            None if settings.qps is None else TokenBucket(settings.qps, settings.burst, clock=clock)
+            None
+            if settings.qps is None
+            else TokenBucket(
+                settings.qps, settings.burst, clock=clock, events=self.events, host=host
+            )
         )
         self.dns = (
             DnsCache(

@@ -21,6 +21,7 @@ from typing import Any, Unpack
 import aiohttp
 import kubernetes_asyncio.client
 
+from .._driver import host_label
 from .._events import EventSink
 from .._settings import Settings, Tuning
 from .._stats import Stats
@@ -69,7 +70,7 @@ class ApiClient(kubernetes_asyncio.client.ApiClient):  # type: ignore[misc]
         self.settings = Settings.from_kwargs(settings, **tuning)
         super().__init__(configuration, header_name, header_value, cookie, pool_threads)
         settings = self.settings
-        self._rk = parts = Parts(settings, clock)
+        self._rk = parts = Parts(settings, host_label(self.configuration.host), clock)
         #: Where every layer reports what it did (``subscribe`` adds to it).
         self.events = parts.events
         rest = self.rest_client
