@@ -13,6 +13,15 @@ from kubernetes.aio import client
 
 from resilient_kube.testing import FakeApiServer
 
+from ..helpers.leaks import no_unclosed_resources
+
+
+@pytest.fixture(autouse=True)
+def _closes_everything() -> Iterator[None]:
+    """Every asyncio test leaves no socket, transport or session unclosed (see helpers.leaks)."""
+    with no_unclosed_resources():
+        yield
+
 
 @pytest.fixture
 def server() -> Iterator[FakeApiServer]:

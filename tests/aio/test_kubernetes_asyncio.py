@@ -15,6 +15,7 @@ import pytest
 from resilient_kube import ConfigError, ConnectionReset, DeadlineExceeded
 from resilient_kube.testing import FakeApiServer, ResetConnection, SilentWatch, Stall, StatusFault
 
+from ..helpers.leaks import no_unclosed_resources
 from .conftest import configmap
 from .test_faults import inject_mix
 
@@ -66,6 +67,22 @@ def test_tls_with_the_servers_ca() -> None:
                 assert (await client.CoreV1Api(api).list_namespace()).items
 
         asyncio.run(main())
+
+
+def test_a_tls_stream_given_up_is_closed_with_the_client() -> None:
+    """As test_client's: the stream's connection, still ending, is aborted by close()."""
+    with FakeApiServer(tls=True) as tls_server:
+        tls_server.inject(SilentWatch(after_events=1), verb="watch")
+
+        async def main() -> None:
+            async with ApiClient(configuration(tls_server)) as api:
+                v1 = client.CoreV1Api(api)
+                async with watch.Watch() as w:
+                    async for _ in w.stream(v1.list_namespace, timeout_seconds=30):
+                        w.stop()
+
+        with no_unclosed_resources():
+            asyncio.run(main())
 
 
 def test_a_post_that_may_have_arrived_is_not_sent_again(server: FakeApiServer) -> None:
