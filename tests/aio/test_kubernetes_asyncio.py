@@ -15,8 +15,8 @@ import pytest
 from resilient_kube import ConfigError, ConnectionReset, DeadlineExceeded
 from resilient_kube.testing import FakeApiServer, ResetConnection, SilentWatch, Stall, StatusFault
 
-from ..helpers.leaks import no_unclosed_resources
-from .conftest import configmap
+from .conftest import aio_configuration, configmap
+from .test_client import give_up_a_tls_watch
 from .test_faults import inject_mix
 
 kubernetes_asyncio = pytest.importorskip("kubernetes_asyncio")
@@ -27,14 +27,7 @@ from resilient_kube.aio.kubernetes_asyncio import ApiClient  # noqa: E402
 
 
 def configuration(server: FakeApiServer) -> Any:
-    sync = server.configuration()
-    config = client.Configuration(
-        host=sync.host,
-        api_key={"BearerToken": server.token},
-        api_key_prefix={"BearerToken": "Bearer"},
-    )
-    config.ssl_ca_cert = sync.ssl_ca_cert
-    return config
+    return aio_configuration(server, client.Configuration)
 
 
 def test_crud_and_stats(server: FakeApiServer) -> None:
@@ -71,18 +64,7 @@ def test_tls_with_the_servers_ca() -> None:
 
 def test_a_tls_stream_given_up_is_closed_with_the_client() -> None:
     """As test_client's: the stream's connection, still ending, is aborted by close()."""
-    with FakeApiServer(tls=True) as tls_server:
-        tls_server.inject(SilentWatch(after_events=1), verb="watch")
-
-        async def main() -> None:
-            async with ApiClient(configuration(tls_server)) as api:
-                v1 = client.CoreV1Api(api)
-                async with watch.Watch() as w:
-                    async for _ in w.stream(v1.list_namespace, timeout_seconds=30):
-                        w.stop()
-
-        with no_unclosed_resources():
-            asyncio.run(main())
+    give_up_a_tls_watch(lambda server: ApiClient(configuration(server)), client, watch)
 
 
 def test_a_post_that_may_have_arrived_is_not_sent_again(server: FakeApiServer) -> None:
