@@ -462,6 +462,29 @@ def test_a_tls_stream_given_up_is_closed_with_the_client() -> None:
     give_up_a_tls_watch(lambda server: ApiClient(aio_configuration(server)), client, watch)
 
 
+def test_a_close_cancelled_midway_leaves_nothing_open() -> None:
+    """Cancelled while the pooled connection ends, close() still aborts the stream's."""
+    with FakeApiServer(tls=True) as tls_server:
+        tls_server.inject(SilentWatch(after_events=1), verb="watch")
+
+        async def main() -> None:
+            api = ApiClient(aio_configuration(tls_server))
+            v1 = client.CoreV1Api(api)
+            async with watch.Watch() as w:
+                async for _ in w.stream(v1.list_namespace, timeout_seconds=30):
+                    w.stop()
+            assert (await v1.list_namespace()).items  # a second connection, pooled
+            closing = asyncio.create_task(api.close())
+            await asyncio.sleep(0)  # closing waits for the pooled connection's end
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+            assert api.stats().transport.connections_opened == 2
+
+        with no_unclosed_resources():
+            asyncio.run(main())
+
+
 def test_the_environments_proxy_is_used_like_the_stock_clients(
     server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

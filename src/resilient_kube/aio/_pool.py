@@ -73,14 +73,16 @@ class _CountingConnector(aiohttp.TCPConnector):
         """Close the pool, then abort and wait for the connections still ending (see above)."""
         opened = list(self._rk_open.items())
         self._rk_open.clear()
-        await super().close(*args, **kwargs)
         ending: list[asyncio.Future[None]] = []
-        for protocol, transport in opened:
-            # None: connection_lost came already (and nobody asked for the future before).
-            closed = protocol.closed
-            if closed is not None and not closed.done():
-                transport.abort()  # its end comes in the next turns of the loop
-                ending.append(closed)
+        try:
+            await super().close(*args, **kwargs)
+        finally:  # cancelled or not, nothing stays open
+            for protocol, transport in opened:
+                # None: connection_lost came already (and nobody asked for the future before).
+                closed = protocol.closed
+                if closed is not None and not closed.done():
+                    transport.abort()  # its end comes in the next turns of the loop
+                    ending.append(closed)
         if ending:
             # A connection lost with an error sets its future's exception: taken, not raised.
             # The bound only guards against a transport that never reports its end.
