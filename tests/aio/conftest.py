@@ -7,11 +7,24 @@ also proves that a client built outside a loop works inside one.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes.aio import client
 
 from resilient_kube.testing import FakeApiServer
+
+from ..helpers.leaks import no_unclosed_resources
+from ..helpers.objects import configmap
+
+__all__ = ["aio_configuration", "configmap"]  # the tests import them from here
+
+
+@pytest.fixture(autouse=True)
+def _closes_everything() -> Iterator[None]:
+    """Every asyncio test leaves no socket, transport or session unclosed (see helpers.leaks)."""
+    with no_unclosed_resources():
+        yield
 
 
 @pytest.fixture
@@ -20,10 +33,13 @@ def server() -> Iterator[FakeApiServer]:
         yield fake
 
 
-def aio_configuration(server: FakeApiServer) -> client.Configuration:
-    """A ``kubernetes.aio`` configuration for ``server`` (host, token, CA when TLS)."""
+def aio_configuration(server: FakeApiServer, configuration_class: Any = None) -> Any:
+    """A ``kubernetes.aio`` configuration for ``server`` (host, token, CA when TLS).
+
+    ``configuration_class``: another client's ``Configuration`` (kubernetes_asyncio's).
+    """
     sync = server.configuration()
-    config = client.Configuration(
+    config = (configuration_class or client.Configuration)(
         host=sync.host,
         api_key={"BearerToken": server.token},
         api_key_prefix={"BearerToken": "Bearer"},
@@ -37,13 +53,3 @@ def aio_configuration(server: FakeApiServer) -> client.Configuration:
 @pytest.fixture
 def configuration(server: FakeApiServer) -> client.Configuration:
     return aio_configuration(server)
-
-
-def configmap(name: str, namespace: str = "default", **labels: str) -> dict[str, object]:
-    """A ConfigMap body as users write it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "data": {"key": "value"},
-    }

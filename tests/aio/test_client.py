@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from resilient_kube.testing import (
     TruncatedBody,
 )
 
+from ..helpers.leaks import no_unclosed_resources
 from ..integration.test_tls_and_proxy import _ForwardProxy
 from .conftest import aio_configuration, configmap
 
@@ -434,6 +436,59 @@ def test_tls_with_the_servers_ca(server: FakeApiServer) -> None:
                 assert (await client.CoreV1Api(api).list_namespace()).items
 
         asyncio.run(main())
+
+
+def give_up_a_tls_watch(
+    make_api: Callable[[FakeApiServer], Any], client_module: Any, watch_module: Any
+) -> None:
+    """Stop a watch of a TLS server that never answers a close, close the client, end the loop;
+    fail if anything is left unclosed.
+
+    ``Watch.close()`` releases a stream not read to its end: aiohttp closes that connection,
+    which on TLS starts a shutdown handshake the server may not answer at once (a real one is
+    busy ending the watch; this one never reads again), and forgets it. ``ApiClient.close()``
+    used to return with it still open, and when the loop ended right after, its socket was
+    collected unclosed (the e2e aio module's flaky ResourceWarning). The pool now aborts it.
+    """
+    with FakeApiServer(tls=True) as tls_server:
+        tls_server.inject(SilentWatch(after_events=1), verb="watch")
+
+        async def main() -> None:
+            async with make_api(tls_server) as api:
+                v1 = client_module.CoreV1Api(api)
+                async with watch_module.Watch() as w:
+                    async for _ in w.stream(v1.list_namespace, timeout_seconds=30):
+                        w.stop()
+
+        with no_unclosed_resources():
+            asyncio.run(main())
+
+
+def test_a_tls_stream_given_up_is_closed_with_the_client() -> None:
+    give_up_a_tls_watch(lambda server: ApiClient(aio_configuration(server)), client, watch)
+
+
+def test_a_close_cancelled_midway_leaves_nothing_open() -> None:
+    """Cancelled while the pooled connection ends, close() still aborts the stream's."""
+    with FakeApiServer(tls=True) as tls_server:
+        tls_server.inject(SilentWatch(after_events=1), verb="watch")
+
+        async def main() -> None:
+            api = ApiClient(aio_configuration(tls_server))
+            v1 = client.CoreV1Api(api)
+            async with watch.Watch() as w:
+                async for _ in w.stream(v1.list_namespace, timeout_seconds=30):
+                    w.stop()
+            assert (await v1.list_namespace()).items  # a second connection, pooled
+            closing = asyncio.create_task(api.close())
+            await asyncio.sleep(0)  # closing waits for the pooled connection's end
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+            assert api.stats().transport.connections_opened == 2
+
+        with no_unclosed_resources():
+            asyncio.run(main())
 
 
 def test_the_environments_proxy_is_used_like_the_stock_clients(

@@ -15,7 +15,8 @@ import pytest
 from resilient_kube import ConfigError, ConnectionReset, DeadlineExceeded
 from resilient_kube.testing import FakeApiServer, ResetConnection, SilentWatch, Stall, StatusFault
 
-from .conftest import configmap
+from .conftest import aio_configuration, configmap
+from .test_client import give_up_a_tls_watch
 from .test_faults import inject_mix
 
 kubernetes_asyncio = pytest.importorskip("kubernetes_asyncio")
@@ -26,14 +27,7 @@ from resilient_kube.aio.kubernetes_asyncio import ApiClient  # noqa: E402
 
 
 def configuration(server: FakeApiServer) -> Any:
-    sync = server.configuration()
-    config = client.Configuration(
-        host=sync.host,
-        api_key={"BearerToken": server.token},
-        api_key_prefix={"BearerToken": "Bearer"},
-    )
-    config.ssl_ca_cert = sync.ssl_ca_cert
-    return config
+    return aio_configuration(server, client.Configuration)
 
 
 def test_crud_and_stats(server: FakeApiServer) -> None:
@@ -66,6 +60,11 @@ def test_tls_with_the_servers_ca() -> None:
                 assert (await client.CoreV1Api(api).list_namespace()).items
 
         asyncio.run(main())
+
+
+def test_a_tls_stream_given_up_is_closed_with_the_client() -> None:
+    """As test_client's: the stream's connection, still ending, is aborted by close()."""
+    give_up_a_tls_watch(lambda server: ApiClient(configuration(server)), client, watch)
 
 
 def test_a_post_that_may_have_arrived_is_not_sent_again(server: FakeApiServer) -> None:

@@ -7,6 +7,9 @@ from kubernetes import client
 
 from resilient_kube.testing import FakeApiServer
 from tests.helpers.loopback import Relay
+from tests.helpers.objects import configmap
+
+__all__ = ["configmap"]  # the tests import it from here too
 
 
 @pytest.fixture
@@ -26,13 +29,3 @@ def relays() -> Iterator[list[Relay]]:
     yield started
     for relay in started:
         relay.close()
-
-
-def configmap(name: str, namespace: str = "default", **labels: str) -> dict[str, object]:
-    """A ConfigMap body as users write it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "data": {"key": "value"},
-    }

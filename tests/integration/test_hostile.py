@@ -18,14 +18,6 @@ from resilient_kube import ApiClient, ConnectionReset, ResponseTooLarge
 from tests.helpers.loopback import Relay, elapsed
 
 
-@pytest.fixture
-def relays() -> Iterator[list[Relay]]:
-    opened: list[Relay] = []
-    yield opened
-    for relay in opened:
-        relay.close()
-
-
 def serve(relays: list[Relay], head: bytes, body: Iterator[bytes] | bytes) -> str:
     """A server that answers every request with ``head`` and then ``body`` (chunks or bytes)."""
 

@@ -10,7 +10,7 @@ import functools
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,9 +27,13 @@ from resilient_kube.testing import (
     StatusFault,
     TruncatedBody,
 )
+from tests.helpers import watching
 from tests.helpers.clock import FakeClock
+from tests.helpers.watching import Event, create, event_of, modify
 
-Call = tuple[str, str, str]
+#: The fixtures: a fake server (no bookmark within a test), a resilient client of it, CoreV1Api.
+server, api, core = watching.server, watching.api, watching.core
+
 KINDS = ("ADDED", "MODIFIED", "DELETED")
 
 
@@ -37,7 +41,7 @@ class Recorder:
     """Records handler calls as ``(type, name, resourceVersion)``; waits for a count of them."""
 
     def __init__(self, informer: SharedInformer) -> None:
-        self.calls: list[Call] = []
+        self.calls: list[Event] = []
         self.errors: list[BaseException] = []
         self._cond = threading.Condition()
         for kind in KINDS:
@@ -47,49 +51,21 @@ class Recorder:
     def _handler(self, kind: str) -> Callable[[Any], None]:
         def handle(obj: Any) -> None:
             with self._cond:
-                self.calls.append((kind, obj.metadata.name, obj.metadata.resource_version))
+                self.calls.append(event_of(kind, obj.metadata))
                 self._cond.notify_all()
 
         return handle
 
-    def wait_for(self, count: int, timeout: float = 20.0) -> list[Call]:
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[Event]:
         with self._cond:
             assert self._cond.wait_for(lambda: len(self.calls) >= count, timeout), self.calls
             return list(self.calls)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    with FakeApiServer(bookmark_interval=60) as fake:
-        yield fake
-
-
-@pytest.fixture
-def api(server: FakeApiServer) -> Iterator[resilient_kube.ApiClient]:
-    api = resilient_kube.ApiClient(server.configuration(), watch_idle_timeout=0.5)
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def core(api: resilient_kube.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
 
 
 def informer_on(core: client.CoreV1Api, **kwargs: Any) -> SharedInformer:
     kwargs.setdefault("sleep", lambda seconds: None)
     kwargs.setdefault("rng", random.Random(5))
     return SharedInformer(core.list_namespaced_config_map, namespace="default", **kwargs)
-
-
-def create(core: client.CoreV1Api, name: str) -> Call:
-    obj = core.create_namespaced_config_map("default", {"metadata": {"name": name}})
-    return ("ADDED", name, obj.metadata.resource_version)
-
-
-def modify(core: client.CoreV1Api, name: str, value: str) -> Call:
-    obj = core.patch_namespaced_config_map(name, "default", {"data": {"v": value}})
-    return ("MODIFIED", name, obj.metadata.resource_version)
 
 
 def server_state(core: client.CoreV1Api) -> dict[str, tuple[str, str]]:
@@ -170,7 +146,7 @@ def test_expired_watch_relists_and_delivers_only_the_difference(
     initial = [create(core, name) for name in ("gone", "changed", "replaced", "same")]
     old_gone = core.read_namespaced_config_map("gone", "default")
     old_replaced = core.read_namespaced_config_map("replaced", "default")
-    expected_after: list[Call] = []
+    expected_after: list[Event] = []
     done = threading.Event()
 
     def while_disconnected(seconds: float) -> None:

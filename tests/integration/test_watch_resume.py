@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,26 +27,11 @@ from resilient_kube.testing import (
     StatusFault,
     TruncatedBody,
 )
+from tests.helpers import watching
+from tests.helpers.watching import Event, create, event_of, modify
 
-Event = tuple[str, str, str]
-
-
-@pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    with FakeApiServer(bookmark_interval=60) as fake:
-        yield fake
-
-
-@pytest.fixture
-def api(server: FakeApiServer) -> Iterator[resilient_kube.ApiClient]:
-    api = resilient_kube.ApiClient(server.configuration(), watch_idle_timeout=0.5)
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def core(api: resilient_kube.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
+#: The fixtures: a fake server (no bookmark within a test), a resilient client of it, CoreV1Api.
+server, api, core = watching.server, watching.api, watching.core
 
 
 def history(core: client.CoreV1Api, count: int = 12) -> tuple[str, list[Event]]:
@@ -58,13 +42,11 @@ def history(core: client.CoreV1Api, count: int = 12) -> tuple[str, list[Event]]:
         name = f"cm{i // 3}"
         step = i % 3
         if step == 0:
-            obj = core.create_namespaced_config_map("default", {"metadata": {"name": name}})
-            expected.append(("ADDED", name, obj.metadata.resource_version))
+            expected.append(create(core, name))
         elif step == 1:
-            obj = core.patch_namespaced_config_map(name, "default", {"data": {"i": str(i)}})
-            expected.append(("MODIFIED", name, obj.metadata.resource_version))
+            expected.append(modify(core, name, str(i), key="i"))
         else:
-            obj = core.delete_namespaced_config_map(name, "default")
+            core.delete_namespaced_config_map(name, "default")
             gone = core.list_namespaced_config_map("default").metadata.resource_version
             expected.append(("DELETED", name, gone))
     return start, expected
@@ -79,8 +61,7 @@ def collect(watch: Watch, core: client.CoreV1Api, count: int, **kwargs: Any) -> 
     """Watch ConfigMaps until ``count`` events arrived (bounded by the test timeout)."""
     seen: list[Event] = []
     for event in watch.stream(core.list_namespaced_config_map, "default", **kwargs):
-        raw = event["raw_object"]["metadata"]
-        seen.append((event["type"], raw["name"], raw["resourceVersion"]))
+        seen.append(event_of(event["type"], event["raw_object"]["metadata"]))
         if len(seen) == count:
             watch.stop()
     return seen
@@ -163,8 +144,7 @@ def test_bookmarks_move_the_resume_point_and_stay_hidden() -> None:
                 # Resuming from the last ConfigMap event would now get 410; from the
                 # bookmark's version (the newest) it works.
                 server.compact()
-                obj = core.create_namespaced_config_map("default", {"metadata": {"name": "x"}})
-                later.append(("ADDED", "x", obj.metadata.resource_version))
+                later.append(create(core, "x"))
 
             api.subscribe(_OnBookmark(compact_and_write))
             # Three events and one bookmark, then the stream is reset.
@@ -218,8 +198,7 @@ def test_expired_on_resume_raises(server: FakeApiServer, core: client.CoreV1Api)
         for event in watch.stream(
             core.list_namespaced_config_map, "default", resource_version=start
         ):
-            meta = event["raw_object"]["metadata"]
-            seen.append((event["type"], meta["name"], meta["resourceVersion"]))
+            seen.append(event_of(event["type"], event["raw_object"]["metadata"]))
             if len(seen) == 2:
                 server.compact()
 
@@ -325,8 +304,7 @@ def test_deserialize_false_gives_plain_dicts(server: FakeApiServer, core: client
     for event in watch.stream(
         core.list_namespaced_config_map, "default", resource_version=start, deserialize=False
     ):
-        meta = event["object"]["metadata"]
-        seen.append((event["type"], meta["name"], meta["resourceVersion"]))
+        seen.append(event_of(event["type"], event["object"]["metadata"]))
         if len(seen) == len(expected):
             watch.stop()
     assert seen == expected

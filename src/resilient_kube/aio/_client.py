@@ -138,8 +138,10 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
 
     async def close(self) -> None:
         """Close the session, every pooled connection and the DNS cache's background work."""
-        await super().close()
-        self._rk.close()
+        try:
+            await super().close()
+        finally:  # cancelled while the connections were ending: the DNS cache stops all the same
+            self._rk.close()
 
 
 async def _load_configuration(

@@ -4,11 +4,22 @@ Built like the stock ``RESTClientObject._create_connector`` of ``kubernetes.aio`
 context and ``tcp_connector_limit_per_host``), with what the sync client's pool has: ``pool_maxsize``
 connections, idle expiry after ``pool_idle_timeout``, TCP keepalive and ``TCP_USER_TIMEOUT`` on
 every socket (``_connection.socket_options``), and the DNS cache as the resolver.
+
+It also owns the end of every connection it opened. aiohttp closes a connection it does not
+pool (a stream given up, ``Connection: close``, an answer cut short) with ``transport.close()``,
+which on TLS starts the shutdown handshake (close_notify, then wait for the peer's) and forgets
+the connection: ``connector.close()`` only aborts the pooled and lent ones. When the event loop
+ended before the peer answered (``asyncio.run`` returning right after ``await api.close()``,
+say), the socket under the TLS layer was left open and collected later with a ResourceWarning.
+``close()`` now aborts every connection whose end has not come yet and waits for it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,9 +33,13 @@ from ._resolver import CachedResolver
 
 __all__ = ["make_connector"]
 
+#: How long ``close()`` waits for aborted connections to report their end (a few loop turns).
+_CLOSE_WAIT = 1.0
+
 
 class _CountingConnector(aiohttp.TCPConnector):
-    """A ``TCPConnector`` that counts the connections it opens and the pooled ones it reuses.
+    """A ``TCPConnector`` that counts the connections it opens and the pooled ones it reuses,
+    and that closes every one of them for good in ``close()``.
 
     Counted here rather than with an aiohttp ``TraceConfig``: traces cost every request about
     30 us of signal dispatch, these two counts nothing measurable.
@@ -34,6 +49,12 @@ class _CountingConnector(aiohttp.TCPConnector):
         super().__init__(**kwargs)
         self._rk_opened = opened
         self._rk_reused = reused
+        #: Every connection opened whose protocol is alive, with the transport it was opened on
+        #: (the protocol forgets it on close). An entry goes when its protocol is collected,
+        #: which its transport prevents until the connection has ended.
+        self._rk_open: weakref.WeakKeyDictionary[ResponseHandler, asyncio.Transport] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def _get(self, key: Any, traces: Any) -> aiohttp.connector.Connection | None:
         connection = await super()._get(key, traces)
@@ -44,7 +65,30 @@ class _CountingConnector(aiohttp.TCPConnector):
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> ResponseHandler:
         protocol = await super()._create_connection(req, traces, timeout)
         next(self._rk_opened)
+        if protocol.transport is not None:
+            self._rk_open[protocol] = protocol.transport
         return protocol
+
+    async def close(self, *args: Any, **kwargs: Any) -> None:
+        """Close the pool, then abort and wait for the connections still ending (see above)."""
+        opened = list(self._rk_open.items())
+        self._rk_open.clear()
+        ending: list[asyncio.Future[None]] = []
+        try:
+            await super().close(*args, **kwargs)
+        finally:  # cancelled or not, nothing stays open
+            for protocol, transport in opened:
+                # None: connection_lost came already (and nobody asked for the future before).
+                closed = protocol.closed
+                if closed is not None and not closed.done():
+                    transport.abort()  # its end comes in the next turns of the loop
+                    ending.append(closed)
+        if ending:
+            # A connection lost with an error sets its future's exception: taken, not raised.
+            # The bound only guards against a transport that never reports its end.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    await asyncio.gather(*ending, return_exceptions=True)
 
 
 def make_connector(

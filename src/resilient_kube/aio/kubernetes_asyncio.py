@@ -109,9 +109,13 @@ class ApiClient(kubernetes_asyncio.client.ApiClient):  # type: ignore[misc]
 
     async def close(self) -> None:
         """Close both sessions, every pooled connection and the DNS cache's background work."""
-        await super().close()
-        await self._stock_session.close()
-        self._rk.close()
+        try:
+            await super().close()
+        finally:  # one failed or cancelled close leaves none of the others undone
+            try:
+                await self._stock_session.close()
+            finally:
+                self._rk.close()
 
 
 def _session(make_connector: Callable[[], aiohttp.TCPConnector]) -> aiohttp.ClientSession:
