@@ -72,8 +72,16 @@ class Step:
     reason: str
 
 
-def after_failure(error: BaseException, backoff: Backoff, *, listing: bool) -> Step:
+def after_failure(
+    error: BaseException,
+    backoff: Backoff,
+    *,
+    listing: bool,
+    classify: Callable[[BaseException], str | None] = classify_break,
+) -> Step:
     """The step after ``error`` from a list (``listing``) or a watch.
+
+    ``classify`` names the failure (``classify_break``; the asyncio informer adds aiohttp's).
 
     A watch's 410 Gone lists again at once (client-go does the same); every other failure, a
     list's included, waits a backoff that counts the transport's wire attempts, then repeats
@@ -87,5 +95,5 @@ def after_failure(error: BaseException, backoff: Backoff, *, listing: bool) -> S
         attempts = 1
     status = getattr(error, "status", None)
     # The watch's fixed set of reasons; a 401 or 403 is status_401 or status_403.
-    reason = classify_break(error) or (f"status_{status}" if isinstance(status, int) else "error")
+    reason = classify(error) or (f"status_{status}" if isinstance(status, int) else "error")
     return Step("relist" if listing else "rewatch", backoff.failure(attempts), reason)
