@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import kubernetes.aio.client.exceptions
-import kubernetes.client
 import kubernetes.aio.watch
+import kubernetes.client
 import pytest
 from kubernetes.aio import client
 
@@ -263,7 +263,8 @@ def test_expired_on_resume_raises(server: FakeApiServer) -> None:
         start, expected = await history(core, 6)
         server.inject(ResetWatch(after_events=2), verb="watch")
         seen: list[Call] = []
-        with pytest.raises(ResourceExpired):
+
+        async def consume() -> None:
             async with asyncio.timeout(20), new_watch() as watch:
                 async for event in watch.stream(
                     core.list_namespaced_config_map, "default", resource_version=start
@@ -272,6 +273,9 @@ def test_expired_on_resume_raises(server: FakeApiServer) -> None:
                     seen.append((event["type"], meta["name"], meta["resourceVersion"]))
                     if len(seen) == 2:
                         server.compact()
+
+        with pytest.raises(ResourceExpired):
+            await consume()
         assert seen == expected[:2]
         assert server.request_count("watch") == 2
 
@@ -421,7 +425,10 @@ def test_deserialize_false_gives_plain_dicts(server: FakeApiServer) -> None:
         seen = []
         async with asyncio.timeout(20), new_watch() as watch:
             async for event in watch.stream(
-                core.list_namespaced_config_map, "default", resource_version=start, deserialize=False
+                core.list_namespaced_config_map,
+                "default",
+                resource_version=start,
+                deserialize=False,
             ):
                 meta = event["object"]["metadata"]
                 seen.append((event["type"], meta["name"], meta["resourceVersion"]))
