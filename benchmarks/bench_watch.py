@@ -103,6 +103,20 @@ def _rate(make: Callable[[], Any], core: client.CoreV1Api) -> float:
     return EVENTS / elapsed
 
 
+def _summary(rates: dict[str, list[float]]) -> dict[str, Any]:
+    """Medians, their ratio, the best rounds' ratio and every round, of events per CPU second."""
+    stock, ours = statistics.median(rates["stock"]), statistics.median(rates["resilient"])
+    return {
+        "events": EVENTS,
+        "rounds": ROUNDS,
+        "stock_events_per_cpu_s": round(stock),
+        "resilient_events_per_cpu_s": round(ours),
+        "ratio": round(ours / stock, 3),
+        "ratio_best_rounds": round(max(rates["resilient"]) / max(rates["stock"]), 3),
+        "all_rounds": {k: [round(v) for v in vs] for k, vs in rates.items()},
+    }
+
+
 def bench_throughput() -> dict[str, Any]:
     server = CannedWatchServer(EVENTS)
     configuration = client.Configuration(host=f"http://127.0.0.1:{server.port}")
@@ -117,16 +131,7 @@ def bench_throughput() -> dict[str, Any]:
     finally:
         api.close()
         server.close()
-    stock, ours = statistics.median(rates["stock"]), statistics.median(rates["resilient"])
-    return {
-        "events": EVENTS,
-        "rounds": ROUNDS,
-        "stock_events_per_cpu_s": round(stock),
-        "resilient_events_per_cpu_s": round(ours),
-        "ratio": round(ours / stock, 3),
-        "ratio_best_rounds": round(max(rates["resilient"]) / max(rates["stock"]), 3),
-        "all_rounds": {k: [round(v) for v in vs] for k, vs in rates.items()},
-    }
+    return _summary(rates)
 
 
 async def _aio_rate(make: Callable[[], Any], core: Any) -> float:
@@ -167,16 +172,7 @@ def bench_aio_throughput() -> dict[str, Any]:
         asyncio.run(rounds())
     finally:
         server.close()
-    stock, ours = statistics.median(rates["stock"]), statistics.median(rates["resilient"])
-    return {
-        "events": EVENTS,
-        "rounds": ROUNDS,
-        "stock_events_per_cpu_s": round(stock),
-        "resilient_events_per_cpu_s": round(ours),
-        "ratio": round(ours / stock, 3),
-        "ratio_best_rounds": round(max(rates["resilient"]) / max(rates["stock"]), 3),
-        "all_rounds": {k: [round(v) for v in vs] for k, vs in rates.items()},
-    }
+    return _summary(rates)
 
 
 def _informer_memory(kind: str) -> tuple[float, float]:

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ._backoff import DEFAULT_BACKOFF, Backoff, BackoffPolicy
 from ._events import EventSink
@@ -114,12 +114,17 @@ class ObjectCache:
             return self._objects.get(key)
 
 
-class InformerCore:
+#: How an informer waits: ``time.sleep``-like for the thread, ``asyncio.sleep``-like for the task.
+SleepT = TypeVar("SleepT")
+
+
+class InformerCore(Generic[SleepT]):
     """What the sync and the asyncio ``SharedInformer`` share, with no I/O.
 
     The arguments and their checks, the cache, the handlers, and what a list or a watch event
     does to the cache and which handlers it calls. The subclasses run the loop: a thread
-    (``SharedInformer``) or a task (``resilient_kube.aio.SharedInformer``).
+    (``SharedInformer``) or a task (``resilient_kube.aio.SharedInformer``); each makes its
+    loop's state in ``_loop_state()``.
     """
 
     def __init__(  # noqa: PLR0917  kubernetes.informer.SharedInformer's positional arguments
@@ -134,6 +139,7 @@ class InformerCore:
         page_size: int = DEFAULT_PAGE_SIZE,
         backoff: BackoffPolicy = DEFAULT_BACKOFF,
         clock: Callable[[], float] = time.monotonic,
+        sleep: SleepT | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if not callable(list_func):
@@ -165,6 +171,12 @@ class InformerCore:
         #: The newest resourceVersion seen; None forces a list.
         self._resource_version: str | None = None
         self._listed_once = False
+        self._sleep = sleep
+        self._loop_state()
+
+    def _loop_state(self) -> None:
+        """Make the state of the loop that runs the informer (a thread's, a task's)."""
+        raise NotImplementedError  # Defensive: every subclass has one
 
     # --- public API (kubernetes.informer.SharedInformer's) ----------------------------------
 
@@ -266,7 +278,7 @@ class InformerCore:
         return step
 
 
-class SharedInformer(InformerCore):
+class SharedInformer(InformerCore[Callable[[float], None]]):
     """Keeps a local cache of one resource in sync and calls handlers on every change.
 
     A drop-in for kubernetes 37's ``kubernetes.informer.SharedInformer`` that also runs on
@@ -299,34 +311,7 @@ class SharedInformer(InformerCore):
         >>> informer.start(); informer.wait_for_sync(30)  # doctest: +SKIP
     """
 
-    def __init__(  # noqa: PLR0917  kubernetes.informer.SharedInformer's positional arguments
-        self,
-        list_func: Callable[..., Any],
-        namespace: str | None = None,
-        resync_period: float = 0,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        key_func: Callable[[Any], str] | None = None,
-        *,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        backoff: BackoffPolicy = DEFAULT_BACKOFF,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(
-            list_func,
-            namespace,
-            resync_period,
-            label_selector,
-            field_selector,
-            key_func,
-            page_size=page_size,
-            backoff=backoff,
-            clock=clock,
-            rng=rng,
-        )
-        self._sleep = sleep
+    def _loop_state(self) -> None:
         self._watch: Watch | None = None
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ from resilient_kube.testing import (
 from tests.helpers.clock import FakeClock
 
 from .conftest import aio_configuration
-from .watching import Call, Recorder, create, modify
+from .watching import Call, Recorder, create, modify, no_wait, run_with_api
 
 
 @pytest.fixture
@@ -37,28 +37,10 @@ def server() -> Iterator[FakeApiServer]:
         yield fake
 
 
-async def no_wait(seconds: float) -> None:
-    pass
-
-
 def informer_on(core: client.CoreV1Api, **kwargs: Any) -> SharedInformer:
     kwargs.setdefault("sleep", no_wait)
     kwargs.setdefault("rng", random.Random(5))
     return SharedInformer(core.list_namespaced_config_map, namespace="default", **kwargs)
-
-
-def run_with_api(
-    server: FakeApiServer,
-    test: Callable[[ApiClient, client.CoreV1Api], Awaitable[None]],
-    **tuning: Any,
-) -> None:
-    tuning.setdefault("watch_idle_timeout", 0.5)
-
-    async def main() -> None:
-        async with ApiClient(aio_configuration(server), **tuning) as api:
-            await test(api, client.CoreV1Api(api))
-
-    asyncio.run(main())
 
 
 async def server_state(core: client.CoreV1Api) -> dict[str, tuple[str, str]]:

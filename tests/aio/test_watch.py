@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes.aio.client.exceptions
@@ -34,7 +34,17 @@ from resilient_kube.testing import (
 from tests.helpers.clock import FakeClock
 
 from .conftest import aio_configuration
-from .watching import Call, collect, create, history, new_watch, version
+from .watching import (
+    Call,
+    Ceiling,
+    collect,
+    create,
+    history,
+    new_watch,
+    no_wait,
+    run_with_api,
+    version,
+)
 
 AioApiException = kubernetes.aio.client.exceptions.ApiException
 
@@ -43,21 +53,6 @@ AioApiException = kubernetes.aio.client.exceptions.ApiException
 def server() -> Iterator[FakeApiServer]:
     with FakeApiServer(bookmark_interval=60) as fake:
         yield fake
-
-
-def run_with_api(
-    server: FakeApiServer,
-    test: Callable[[ApiClient, client.CoreV1Api], Awaitable[None]],
-    **tuning: Any,
-) -> None:
-    """Run ``test(api, core)`` in a fresh loop on a client that is closed after it."""
-    tuning.setdefault("watch_idle_timeout", 0.5)
-
-    async def main() -> None:
-        async with ApiClient(aio_configuration(server), **tuning) as api:
-            await test(api, client.CoreV1Api(api))
-
-    asyncio.run(main())
 
 
 @pytest.mark.parametrize(
@@ -148,10 +143,6 @@ def test_backoff_starts_over_after_a_healthy_stretch(server: FakeApiServer) -> N
         server.inject(ResetWatch(after_events=1), verb="watch")
         server.inject(ResetWatch(after_events=1), verb="watch")
         waits: list[float] = []
-
-        class Ceiling(random.Random):
-            def uniform(self, a: float, b: float) -> float:
-                return b  # the ceiling itself, to read it back
 
         seen: list[Call] = []
         watch = new_watch(waits, rng=Ceiling(1), clock=clock, backoff=policy)
@@ -349,10 +340,6 @@ def test_stop_from_another_task_wakes_a_quiet_stream(server: FakeApiServer) -> N
 def test_stop_ends_a_backoff_wait(server: FakeApiServer) -> None:
     """The default wait (no ``sleep=``) is one that ``stop()`` ends: no 30 s sleep to sit out."""
 
-    class Ceiling(random.Random):
-        def uniform(self, a: float, b: float) -> float:
-            return b
-
     async def test(api: ApiClient, core: client.CoreV1Api) -> None:
         start, _ = await history(core, 3)
         server.inject(ResetWatch(after_events=0), verb="watch")
@@ -407,10 +394,6 @@ def test_factory_hands_out_the_resilient_watch(server: FakeApiServer) -> None:
             core = kube.core_v1()
             start, expected = await history(core, 3)
             server.inject(ResetWatch(after_events=1), verb="watch")
-
-            async def no_wait(seconds: float) -> None:
-                pass
-
             watch._sleep = no_wait  # the factory's watch keeps real waits otherwise
             assert await collect(watch, core, len(expected), resource_version=start) == expected
             assert kube.stats().watch.restarts == 1

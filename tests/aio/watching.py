@@ -13,11 +13,55 @@ from typing import Any
 
 from kubernetes.aio import client
 
-from resilient_kube.aio import SharedInformer, Watch
+from resilient_kube.aio import ApiClient, SharedInformer, Watch
+from resilient_kube.testing import FakeApiServer
 
-__all__ = ["Call", "Recorder", "collect", "create", "history", "modify", "new_watch", "version"]
+from .conftest import aio_configuration
+
+__all__ = [
+    "Call",
+    "Ceiling",
+    "Recorder",
+    "collect",
+    "create",
+    "history",
+    "modify",
+    "new_watch",
+    "no_wait",
+    "run_with_api",
+    "version",
+]
 
 Call = tuple[str, str, str]
+
+
+def run_with_api(
+    server: FakeApiServer,
+    test: Callable[[ApiClient, client.CoreV1Api], Awaitable[None]],
+    **tuning: Any,
+) -> None:
+    """Run ``test(api, core)`` in a fresh loop on a client that is closed after it.
+
+    ``watch_idle_timeout`` is 0.5 s unless given: a silent stream is cut quickly.
+    """
+    tuning.setdefault("watch_idle_timeout", 0.5)
+
+    async def main() -> None:
+        async with ApiClient(aio_configuration(server), **tuning) as api:
+            await test(api, client.CoreV1Api(api))
+
+    asyncio.run(main())
+
+
+async def no_wait(seconds: float) -> None:
+    """A backoff wait that returns at once."""
+
+
+class Ceiling(random.Random):
+    """Draws the top of every jitter interval, so that a wait reads back as its ceiling."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
 
 
 async def create(core: client.CoreV1Api, name: str) -> Call:

@@ -12,23 +12,20 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from .._backoff import DEFAULT_BACKOFF, BackoffPolicy
-from .._informer import DEFAULT_PAGE_SIZE, ERROR, MODIFIED, InformerCore
+from .._informer import ERROR, MODIFIED, InformerCore
 from ._classify import classify_watch_break
-from ._watch import Watch
+from ._watch import Watch, pause
 
 __all__ = ["SharedInformer"]
 
 log = logging.getLogger(__name__)
 
 
-class SharedInformer(InformerCore):
+class SharedInformer(InformerCore[Callable[[float], Awaitable[object]]]):
     """Keeps a local cache of one resource in sync and calls handlers on every change, in a task.
 
     The constructor, ``cache``, ``add_event_handler`` and ``remove_event_handler`` are those of
@@ -64,34 +61,7 @@ class SharedInformer(InformerCore):
         ...     await informer.wait_for_sync(30)
     """
 
-    def __init__(  # noqa: PLR0917  kubernetes.informer.SharedInformer's positional arguments
-        self,
-        list_func: Callable[..., Any],
-        namespace: str | None = None,
-        resync_period: float = 0,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        key_func: Callable[[Any], str] | None = None,
-        *,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        backoff: BackoffPolicy = DEFAULT_BACKOFF,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(
-            list_func,
-            namespace,
-            resync_period,
-            label_selector,
-            field_selector,
-            key_func,
-            page_size=page_size,
-            backoff=backoff,
-            clock=clock,
-            rng=rng,
-        )
-        self._sleep = sleep
+    def _loop_state(self) -> None:
         self._watch: Watch | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -192,16 +162,8 @@ class SharedInformer(InformerCore):
                 log.exception("informer handler %r failed on %s", handler, event_type)
 
     async def _wait(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        if self._sleep is not None:
-            await self._sleep(seconds)
-            return
-        woken = self._woken
-        assert woken is not None  # Defensive: made when run() starts
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await woken.wait()
+        if seconds > 0:
+            await pause(seconds, self._sleep, self._woken)
 
     async def _list(self, reason: str) -> None:
         """List every page, then bring the cache and the handlers to the result."""

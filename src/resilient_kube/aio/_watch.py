@@ -27,7 +27,7 @@ from .._events import EventSink
 from .._watch_rules import ErrorTypes, EventReader, WatchRules, status_error
 from ._classify import classify_watch_break
 
-__all__ = ["AIO_ERRORS", "ResourceExpired", "Watch"]
+__all__ = ["AIO_ERRORS", "ResourceExpired", "Watch", "pause"]
 
 _NO_EVENTS = EventSink()
 
@@ -290,11 +290,19 @@ class Watch(kubernetes.aio.watch.Watch):  # type: ignore[misc]
                 stock.close()
 
     async def _wait(self, seconds: float) -> None:
-        if self._sleep is not None:
-            await self._sleep(seconds)
-            return
-        woken = self._woken
-        assert woken is not None  # Defensive: made when the stream starts
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await woken.wait()
+        await pause(seconds, self._sleep, self._woken)
+
+
+async def pause(
+    seconds: float,
+    sleep: Callable[[float], Awaitable[object]] | None,
+    woken: asyncio.Event | None,
+) -> None:
+    """Wait ``seconds`` with ``sleep`` (tests inject one), or until ``woken`` is set (stop())."""
+    if sleep is not None:
+        await sleep(seconds)
+        return
+    assert woken is not None  # Defensive: made when the loop starts
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await woken.wait()
