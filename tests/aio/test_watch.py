@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import pickle
 import random
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -445,6 +447,47 @@ def test_an_object_larger_than_aiohttps_line_buffer_arrives(server: FakeApiServe
         assert seen[1].metadata.resource_version == small[2]
 
     run_with_api(server, test)
+
+
+def test_follow_log_streams_stay_the_stock_lines() -> None:
+    """``follow=True`` goes to the stock reader: lines as they come, no resume logic."""
+    body = b"first line\nsecond line\n"
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while b"\r\n\r\n" not in conn.recv(65536):
+                pass  # Defensive: the request arrives in one read on loopback
+            chunked = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+                b"Connection: close\r\n\r\n" + chunked
+            )
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+
+    async def main() -> list[str]:
+        configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
+        async with ApiClient(configuration) as api:
+            core = client.CoreV1Api(api)
+            async with asyncio.timeout(10), Watch() as watch:
+                lines = [
+                    line
+                    async for line in watch.stream(
+                        core.read_namespaced_pod_log, "pod", "default", follow=True
+                    )
+                ]
+            assert api.stats().watch.restarts == 0
+            return lines
+
+    try:
+        assert asyncio.run(main()) == ["first line\n", "second line\n"]
+    finally:
+        thread.join(5)
+        listener.close()
 
 
 def test_resource_expired_pickles_as_itself() -> None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 import kubernetes.aio.client.exceptions
 import kubernetes.aio.watch
 
@@ -27,7 +28,7 @@ from .._events import EventSink
 from .._watch_rules import ErrorTypes, EventReader, WatchRules, status_error
 from ._classify import classify_watch_break
 
-__all__ = ["AIO_ERRORS", "ResourceExpired", "Watch", "pause"]
+__all__ = ["AIO_ERRORS", "ResourceExpired", "Watch", "pause", "split_lines"]
 
 _NO_EVENTS = EventSink()
 
@@ -179,23 +180,24 @@ class Watch(kubernetes.aio.watch.Watch):  # type: ignore[misc]
     ) -> AsyncGenerator[Any, None]:
         self._woken = asyncio.Event()
         watch_arg = self.get_watch_argument_name(func)
-        if watch_arg != "watch":
-            # follow=True: a log stream has no resourceVersion to resume from.
-            async for line in self._stock_lines(func, args, kwargs):
-                yield line
-            return
-        owner = getattr(func, "__self__", None)
-        events: EventSink = (
-            getattr(getattr(owner, "api_client", None), "events", None) or _NO_EVENTS
-        )
-        deserialize = kwargs.pop("deserialize", True)
         kwargs[watch_arg] = True
+        owner = getattr(func, "__self__", None)
         call = func
         raw = getattr(owner, f"{getattr(func, '__name__', '')}_without_preload_content", None)
         if inspect.ismethod(func) and raw is not None:
             call = raw  # kubernetes.aio's way to get the response unread
         else:
             kwargs["_preload_content"] = False
+        if watch_arg != "watch":
+            # follow=True: a log stream has no resourceVersion to resume from.
+            async with contextlib.aclosing(self._log_lines(call, args, kwargs)) as log:
+                async for text in log:
+                    yield text
+            return
+        events: EventSink = (
+            getattr(getattr(owner, "api_client", None), "events", None) or _NO_EVENTS
+        )
+        deserialize = kwargs.pop("deserialize", True)
         if "resource_version" in kwargs:
             self.resource_version = kwargs["resource_version"]
         rules, wants_bookmarks = WatchRules.for_call(
@@ -224,31 +226,19 @@ class Watch(kubernetes.aio.watch.Watch):  # type: ignore[misc]
             rules.request(decision, kwargs)
             error: BaseException | None = None
             try:
-                # kubernetes.aio's *_without_preload_content hands back aiohttp's response;
-                # _preload_content=False its RESTResponse around it.
-                resp = await call(*args, **kwargs)
-                resp = getattr(resp, "response", resp)
+                resp = await self._open_stream(call, args, kwargs)
             except Exception as exc:
                 error = exc
             else:
-                self._open = resp
                 in_caller = False
                 try:
                     if self._stop:
                         return  # stop() came while the request was on its way
-                    status = resp.status
-                    if not 200 <= status <= 299:
-                        # kubernetes.aio hands back the error answer of an unread call.
-                        body = await resp.read()
-                        raise status_error(status, resp.reason, body, resp.headers, AIO_ERRORS)
                     rules.opened()
                     content = resp.content
                     rest = b""
-                    # Chunks split into lines here: StreamReader.readline() refuses a line
-                    # past its buffer (128 KiB), and an object may be larger.
                     while chunk := await content.readany():
-                        lines = (rest + chunk).split(b"\n")
-                        rest = lines.pop()  # "" or a line still arriving
+                        lines, rest = split_lines(rest, chunk)
                         for line in lines:
                             event = take(line.decode("utf-8", "replace"))
                             self.resource_version = rules.resource_version
@@ -271,26 +261,59 @@ class Watch(kubernetes.aio.watch.Watch):  # type: ignore[misc]
                 return
             decision = rules.after(error, events, AIO_ERRORS)
 
-    async def _stock_lines(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> AsyncGenerator[Any, None]:
-        """A ``follow=True`` log stream, read by the stock client's ``next()``."""
-        super().stream(func, *args, **kwargs)
+    async def _open_stream(
+        self, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
+        """Send the request; the open stream's response, or the error its answer stands for."""
+        resp = await call(*args, **kwargs)
+        # *_without_preload_content hands back aiohttp's response; _preload_content=False
+        # kubernetes.aio's RESTResponse around it.
+        resp = getattr(resp, "response", resp)
+        if not 200 <= resp.status <= 299:
+            # kubernetes.aio hands back the error answer of an unread call.
+            try:
+                body = await resp.read()
+            finally:
+                resp.close()
+            raise status_error(resp.status, resp.reason, body, resp.headers, AIO_ERRORS)
+        self._open = resp
+        return resp  # type: ignore[no-any-return]
+
+    async def _log_lines(
+        self, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncGenerator[str, None]:
+        """A ``follow=True`` log: its lines, newline kept (as ``kubernetes.aio``'s), to its end.
+
+        Not the stock reader: on kubernetes 37 it takes a log's end for a broken watch and asks
+        for the whole log again, over and over.
+        """
+        resp = await self._open_stream(call, args, kwargs)
         try:
-            while True:
-                try:
-                    line = await super().next()
-                except StopAsyncIteration:
-                    return
-                yield line
+            rest = b""
+            while chunk := await resp.content.readany():
+                lines, rest = split_lines(rest, chunk)
+                for line in lines:
+                    yield line.decode("utf-8", "replace") + "\n"
+                    if self._stop:
+                        return
+            if rest:
+                yield rest.decode("utf-8", "replace")
         finally:
-            stock: Any = getattr(self, "resp", None)
-            self.resp = None
-            if stock is not None:
-                stock.close()
+            self._open = None
+            resp.close()
 
     async def _wait(self, seconds: float) -> None:
         await pause(seconds, self._sleep, self._woken)
+
+
+def split_lines(rest: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines of ``rest + chunk`` and what is left of a line still arriving.
+
+    A stream is split here, not with ``StreamReader.readline()``: that refuses a line past
+    aiohttp's buffer (128 KiB), and a Kubernetes object may be larger.
+    """
+    lines = (rest + chunk).split(b"\n")
+    return lines, lines.pop()
 
 
 async def pause(
