@@ -251,6 +251,23 @@ def test_stop_is_prompt_in_a_backoff_wait(server: FakeApiServer) -> None:
     run_with_api(server, test)
 
 
+def test_resync_replays_the_cache_to_modified_handlers(server: FakeApiServer) -> None:
+    """``resync_period=1``: the watch asks for 1 s, then the cache is replayed, not listed again."""
+
+    async def test(api: ApiClient, core: client.CoreV1Api) -> None:
+        expected = [await create(core, "a"), await create(core, "b")]
+        informer = informer_on(core, resync_period=1)
+        recorder = Recorder(informer)
+        async with informer:
+            assert await recorder.wait_for(2) == expected
+            replayed = (await recorder.wait_for(4))[2:]
+        assert sorted(replayed) == [("MODIFIED", name, rv) for _, name, rv in expected]
+        assert server.request_count("list") == 1
+        assert server.request_count("watch") >= 1
+
+    run_with_api(server, test, watch_idle_timeout=5)
+
+
 def test_factory_builds_informers(server: FakeApiServer) -> None:
     async def main() -> None:
         async with ClientFactory(aio_configuration(server)) as kube:
