@@ -48,7 +48,6 @@ __all__ = [
     "as_expired",
     "classify_break",
     "documents",
-    "read_event",
     "status_error",
     "status_reason",
 ]
@@ -191,49 +190,22 @@ def as_expired(error: BaseException, types: ErrorTypes = SYNC_ERRORS) -> BaseExc
     return error
 
 
-def read_event(
-    line: str,
-    unmarshal: Callable[[str, Any], Any],
-    return_type: Any,
-    deserialize: bool,
-    types: ErrorTypes = SYNC_ERRORS,
-) -> tuple[Any, str, str | None] | None:
-    """``(event, type, resourceVersion)`` of one line of a watch; None for a blank line.
-
-    ``unmarshal`` is the watch's ``unmarshal_event`` (used when ``deserialize``); an ``ERROR``
-    event is raised as the exception the client raises for its ``Status``.
-    """
-    if deserialize:
-        event = unmarshal(line, return_type)
-        if event.__class__ is not dict:  # blank (None), or kubernetes.aio's line that is not JSON
-            return None
-        raw = event["raw_object"]
-    else:
-        if not line or line.isspace():
-            return None
-        event = json.loads(line)
-        raw = event["object"]
-    kind = event["type"]
-    if kind == "ERROR":
-        raise error_event(raw, types)
-    meta = raw.get("metadata") if raw.__class__ is dict else None
-    return event, kind, meta.get("resourceVersion") if meta.__class__ is dict else None
-
-
 class EventReader:
     """Turns a watch's lines into the events the caller gets, moving the resume point.
 
-    Every event and bookmark moves ``rules``' resume point and is counted (``watch_event``);
-    a BOOKMARK reaches the caller only when it asked for them. Shared by the sync and asyncio
-    watches, whose loops only read lines and hand out what this returns.
+    ``unmarshal`` is the watch's ``unmarshal_event`` (used when ``deserialize``). Every event
+    and bookmark moves ``rules``' resume point and is counted (``watch_event``); a BOOKMARK
+    reaches the caller only when it asked for them; an ``ERROR`` event is raised as the
+    exception the client raises for its ``Status``. Shared by the sync and asyncio watches,
+    whose loops only read lines and hand out what this returns.
     """
 
     __slots__ = (
         "_count",
+        "_delivered",
         "_deserialize",
         "_hide_bookmarks",
         "_return_type",
-        "_rules",
         "_types",
         "_unmarshal",
     )
@@ -249,7 +221,7 @@ class EventReader:
         wants_bookmarks: bool,
         types: ErrorTypes = SYNC_ERRORS,
     ) -> None:
-        self._rules = rules
+        self._delivered = rules.delivered
         self._count = events.watch_event
         self._unmarshal = unmarshal
         self._return_type = return_type
@@ -263,12 +235,24 @@ class EventReader:
         Raises:
             ApiException: an ``ERROR`` event (410 as ``ResourceExpired``).
         """
-        read = read_event(line, self._unmarshal, self._return_type, self._deserialize, self._types)
-        if read is None:
-            return None
-        event, kind, version = read
+        # One call per line, nothing called that need not be: the watch's hot path.
+        if self._deserialize:
+            event = self._unmarshal(line, self._return_type)
+            if event.__class__ is not dict:  # blank (None), or kubernetes.aio's non-JSON line
+                return None
+            raw = event["raw_object"]
+        else:
+            if not line or line.isspace():
+                return None
+            event = json.loads(line)
+            raw = event["object"]
+        kind = event["type"]
+        if kind == "ERROR":
+            raise error_event(raw, self._types)
+        meta = raw.get("metadata") if raw.__class__ is dict else None
+        version = meta.get("resourceVersion") if meta.__class__ is dict else None
         if version is not None:
-            self._rules.delivered(version)
+            self._delivered(version)
         self._count(kind)
         if kind == "BOOKMARK" and self._hide_bookmarks:
             return None
