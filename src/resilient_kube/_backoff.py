@@ -77,6 +77,25 @@ class Backoff:
         self._steps = 0
         self._last = -math.inf
 
+    @classmethod
+    def of(
+        cls,
+        backoff: BackoffPolicy | Backoff,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> Backoff:
+        """``backoff`` itself when it is a ``Backoff`` (shared with an informer), else a new one.
+
+        Raises:
+            ConfigError: ``backoff`` is neither.
+        """
+        if isinstance(backoff, Backoff):
+            return backoff
+        if not isinstance(backoff, BackoffPolicy):
+            raise ConfigError(f"backoff={backoff!r} must be a BackoffPolicy or a Backoff")
+        return cls(backoff, clock=clock, rng=rng)
+
     @property
     def policy(self) -> BackoffPolicy:
         return self._policy

@@ -15,12 +15,13 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ._backoff import DEFAULT_BACKOFF, Backoff, BackoffPolicy
 from ._events import EventSink
-from ._informer_rules import after_failure, relist_changes
+from ._informer_rules import ListPager, Step, after_failure, relist_changes
 from ._watch import Watch
+from ._watch_rules import classify_break
 from .errors import ConfigError
 
 __all__ = [
@@ -44,9 +45,6 @@ ERROR = "ERROR"
 
 #: Objects per list page: client-go's reflector pages by 500.
 DEFAULT_PAGE_SIZE = 500
-#: A list whose ``continue`` token expires starts over; after this many, it waits a backoff.
-_LIST_RESTARTS = 3
-
 _NO_EVENTS = EventSink()
 
 
@@ -116,20 +114,171 @@ class ObjectCache:
             return self._objects.get(key)
 
 
-def _list_meta(response: Any) -> tuple[list[Any], str | None, str | None]:
-    """Items, resourceVersion and continue token of a list answer (a model or a dict)."""
-    if isinstance(response, dict):
-        meta = response.get("metadata") or {}
-        items = response.get("items") or []
-        return list(items), meta.get("resourceVersion"), meta.get("continue")
-    meta = getattr(response, "metadata", None)
-    items = getattr(response, "items", None) or []
-    if meta is None:
-        return list(items), None, None
-    return list(items), getattr(meta, "resource_version", None), getattr(meta, "_continue", None)
+#: How an informer waits: ``time.sleep``-like for the thread, ``asyncio.sleep``-like for the task.
+SleepT = TypeVar("SleepT")
 
 
-class SharedInformer:
+class InformerCore(Generic[SleepT]):
+    """What the sync and the asyncio ``SharedInformer`` share, with no I/O.
+
+    The arguments and their checks, the cache, the handlers, and what a list or a watch event
+    does to the cache and which handlers it calls. The subclasses run the loop: a thread
+    (``SharedInformer``) or a task (``resilient_kube.aio.SharedInformer``); each makes its
+    loop's state in ``_loop_state()``.
+    """
+
+    def __init__(  # noqa: PLR0917  kubernetes.informer.SharedInformer's positional arguments
+        self,
+        list_func: Callable[..., Any],
+        namespace: str | None = None,
+        resync_period: float = 0,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        key_func: Callable[[Any], str] | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        backoff: BackoffPolicy = DEFAULT_BACKOFF,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: SleepT | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not callable(list_func):
+            raise ConfigError(f"list_func={list_func!r} must be a bound list method")
+        if isinstance(resync_period, bool) or not isinstance(resync_period, (int, float)):
+            raise ConfigError(f"resync_period={resync_period!r} must be a number of seconds")
+        if resync_period < 0:
+            raise ConfigError(f"resync_period={resync_period!r} must be >= 0 (0: no resync)")
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ConfigError(f"page_size={page_size!r} must be an int >= 1")
+        if not isinstance(backoff, BackoffPolicy):
+            raise ConfigError(f"backoff={backoff!r} must be a BackoffPolicy")
+        self._list_func = list_func
+        self._namespace = namespace
+        self._resync_period = resync_period
+        self._label_selector = label_selector
+        self._field_selector = field_selector
+        self._page_size = page_size
+        self._cache = ObjectCache(key_func=key_func)
+        self._handlers: dict[str, list[Callable[[Any], Any]]] = {
+            ADDED: [], MODIFIED: [], DELETED: [], BOOKMARK: [], ERROR: [],
+        }  # fmt: skip
+        self._handler_lock = threading.Lock()
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._backoff = Backoff(backoff, clock=clock, rng=self._rng)
+        api_client = getattr(getattr(list_func, "__self__", None), "api_client", None)
+        self._events: EventSink = getattr(api_client, "events", None) or _NO_EVENTS
+        #: The newest resourceVersion seen; None forces a list.
+        self._resource_version: str | None = None
+        self._listed_once = False
+        self._sleep = sleep
+        self._loop_state()
+
+    def _loop_state(self) -> None:
+        """Make the state of the loop that runs the informer (a thread's, a task's)."""
+        raise NotImplementedError  # Defensive: every subclass has one
+
+    # --- public API (kubernetes.informer.SharedInformer's) ----------------------------------
+
+    @property
+    def cache(self) -> ObjectCache:
+        """The ``ObjectCache`` this informer keeps in sync."""
+        return self._cache
+
+    def add_event_handler(self, event_type: str, handler: Callable[[Any], Any]) -> None:
+        """Call ``handler(obj)`` on every ``event_type`` (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR).
+
+        Raises:
+            ValueError: an unknown ``event_type`` (as the stock informer).
+        """
+        if event_type not in self._handlers:
+            raise ValueError(
+                f"Unknown event_type {event_type!r}. Use one of: {', '.join(sorted(self._handlers))}"
+            )
+        with self._handler_lock:
+            self._handlers[event_type].append(handler)
+
+    def remove_event_handler(self, event_type: str, handler: Callable[[Any], Any]) -> None:
+        """Deregister ``handler``; a handler that is not registered is ignored."""
+        with self._handler_lock, contextlib.suppress(KeyError, ValueError):
+            self._handlers[event_type].remove(handler)
+
+    # --- what the loops share ---------------------------------------------------------------
+
+    def _build_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        if self._namespace is not None:
+            kw["namespace"] = self._namespace
+        if self._label_selector is not None:
+            kw["label_selector"] = self._label_selector
+        if self._field_selector is not None:
+            kw["field_selector"] = self._field_selector
+        return kw
+
+    def _handlers_for(self, event_type: str) -> list[Callable[[Any], Any]]:
+        with self._handler_lock:
+            return list(self._handlers.get(event_type, ()))
+
+    def _pager(self, reason: str) -> ListPager:
+        """The pages of a list (reported as a relist for ``reason``)."""
+        self._events.informer_relist(reason)
+        return ListPager(
+            self._build_kwargs(), page_size=self._page_size, first=not self._listed_once
+        )
+
+    def _listed(self, pager: ListPager) -> list[tuple[str, Any]]:
+        """Bring the cache to a complete list; return the handler calls that lead there."""
+        by_key, calls = relist_changes(self._cache._snapshot(), pager.items, self._cache._key_func)
+        self._cache._replace_all(by_key)
+        self._resource_version = pager.version or "0"
+        self._listed_once = True
+        return calls
+
+    def _watch_kwargs(self) -> dict[str, Any]:
+        kw = self._build_kwargs()
+        kw["resource_version"] = self._resource_version
+        kw["allow_watch_bookmarks"] = True
+        if self._resync_period > 0:
+            kw["timeout_seconds"] = max(1, int(self._resync_period))
+        return kw
+
+    def _received(self, event: dict[str, Any], version: str | None) -> tuple[str, Any] | None:
+        """Apply a watch event to the cache; return the handler call it makes, if any."""
+        self._resource_version = version or self._resource_version
+        kind = event.get("type")
+        obj = event.get("object")
+        if kind in (ADDED, MODIFIED):
+            self._cache._put(obj)
+            return kind, obj
+        if kind == DELETED:
+            self._cache._remove(obj)
+            return DELETED, obj
+        if kind == BOOKMARK:
+            return BOOKMARK, event.get("raw_object", obj)
+        return None  # Defensive: the watch raises ERROR events
+
+    def _failed(
+        self,
+        exc: BaseException,
+        *,
+        listing: bool,
+        classify: Callable[[BaseException], str | None] = classify_break,
+    ) -> Step:
+        """The step after a failed list or watch; the log line and the restart count."""
+        step = after_failure(exc, self._backoff, listing=listing, classify=classify)
+        if listing:
+            log.warning("informer list failed (%s); again in %.2f s", exc, step.wait)
+        elif step.action == "relist":
+            log.info("informer watch expired (410 Gone); listing again")
+            self._resource_version = None
+        else:
+            log.warning("informer watch failed (%s); again in %.2f s", exc, step.wait)
+            # The watch could not start (it restarts itself once it has): count it too.
+            self._events.watch_restart(step.reason, step.wait)
+        return step
+
+
+class SharedInformer(InformerCore[Callable[[float], None]]):
     """Keeps a local cache of one resource in sync and calls handlers on every change.
 
     A drop-in for kubernetes 37's ``kubernetes.informer.SharedInformer`` that also runs on
@@ -162,80 +311,11 @@ class SharedInformer:
         >>> informer.start(); informer.wait_for_sync(30)  # doctest: +SKIP
     """
 
-    def __init__(  # noqa: PLR0917  kubernetes.informer.SharedInformer's positional arguments
-        self,
-        list_func: Callable[..., Any],
-        namespace: str | None = None,
-        resync_period: float = 0,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        key_func: Callable[[Any], str] | None = None,
-        *,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        backoff: BackoffPolicy = DEFAULT_BACKOFF,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        if not callable(list_func):
-            raise ConfigError(f"list_func={list_func!r} must be a bound list method")
-        if isinstance(resync_period, bool) or not isinstance(resync_period, (int, float)):
-            raise ConfigError(f"resync_period={resync_period!r} must be a number of seconds")
-        if resync_period < 0:
-            raise ConfigError(f"resync_period={resync_period!r} must be >= 0 (0: no resync)")
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ConfigError(f"page_size={page_size!r} must be an int >= 1")
-        if not isinstance(backoff, BackoffPolicy):
-            raise ConfigError(f"backoff={backoff!r} must be a BackoffPolicy")
-        self._list_func = list_func
-        self._namespace = namespace
-        self._resync_period = resync_period
-        self._label_selector = label_selector
-        self._field_selector = field_selector
-        self._page_size = page_size
-        self._cache = ObjectCache(key_func=key_func)
-        self._handlers: dict[str, list[Callable[[Any], Any]]] = {
-            ADDED: [], MODIFIED: [], DELETED: [], BOOKMARK: [], ERROR: [],
-        }  # fmt: skip
-        self._handler_lock = threading.Lock()
-        self._clock = clock
-        self._rng = rng if rng is not None else random.Random()
-        self._sleep = sleep
-        self._backoff = Backoff(backoff, clock=clock, rng=self._rng)
-        api_client = getattr(getattr(list_func, "__self__", None), "api_client", None)
-        self._events: EventSink = getattr(api_client, "events", None) or _NO_EVENTS
+    def _loop_state(self) -> None:
         self._watch: Watch | None = None
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
         self._synced = threading.Event()
-        #: The newest resourceVersion seen; None forces a list.
-        self._resource_version: str | None = None
-        self._listed_once = False
-
-    # --- public API (kubernetes.informer.SharedInformer's) ----------------------------------
-
-    @property
-    def cache(self) -> ObjectCache:
-        """The ``ObjectCache`` this informer keeps in sync."""
-        return self._cache
-
-    def add_event_handler(self, event_type: str, handler: Callable[[Any], Any]) -> None:
-        """Call ``handler(obj)`` on every ``event_type`` (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR).
-
-        Raises:
-            ValueError: an unknown ``event_type`` (as the stock informer).
-        """
-        if event_type not in self._handlers:
-            raise ValueError(
-                f"Unknown event_type {event_type!r}. Use one of: {', '.join(sorted(self._handlers))}"
-            )
-        with self._handler_lock:
-            self._handlers[event_type].append(handler)
-
-    def remove_event_handler(self, event_type: str, handler: Callable[[Any], Any]) -> None:
-        """Deregister ``handler``; a handler that is not registered is ignored."""
-        with self._handler_lock, contextlib.suppress(KeyError, ValueError):
-            self._handlers[event_type].remove(handler)
 
     def start(self) -> None:
         """Start the list-and-watch loop in a daemon thread (again after ``stop()``)."""
@@ -265,21 +345,9 @@ class SharedInformer:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def _build_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {}
-        if self._namespace is not None:
-            kw["namespace"] = self._namespace
-        if self._label_selector is not None:
-            kw["label_selector"] = self._label_selector
-        if self._field_selector is not None:
-            kw["field_selector"] = self._field_selector
-        return kw
-
     def _fire(self, event_type: str, obj: Any) -> None:
         """Call every handler for ``event_type``; one that raises is logged and skipped."""
-        with self._handler_lock:
-            handlers = list(self._handlers.get(event_type, ()))
-        for handler in handlers:
+        for handler in self._handlers_for(event_type):
             try:
                 handler(obj)
             except Exception:
@@ -295,40 +363,15 @@ class SharedInformer:
 
     def _list(self, reason: str) -> None:
         """List every page, then bring the cache and the handlers to the result."""
-        self._events.informer_relist(reason)
-        restarts = 0
-        while True:
-            kw = self._build_kwargs()
-            kw["limit"] = self._page_size
-            if not self._listed_once:
-                # The first list may come from the API server's watch cache (client-go does
-                # the same); a list after 410 reads from etcd, which has what was compacted.
-                kw["resource_version"] = "0"
-            items: list[Any] = []
-            version: str | None = None
-            token: str | None = None
+        pager = self._pager(reason)
+        while (kw := pager.next()) is not None:
             try:
-                while True:
-                    if token:
-                        kw["_continue"] = token
-                        kw.pop("resource_version", None)
-                    page, version, token = _list_meta(self._list_func(**kw))
-                    items.extend(page)
-                    if not token or self._stop_event.is_set():
-                        break
+                pager.add(self._list_func(**kw))
             except Exception as exc:
-                if token and getattr(exc, "status", None) == 410 and restarts < _LIST_RESTARTS:
-                    # The continue token expired mid-list: start the list over.
-                    restarts += 1
-                    log.info("informer list: continue token expired; listing again")
-                    continue
-                raise
-            break
-        by_key, calls = relist_changes(self._cache._snapshot(), items, self._cache._key_func)
-        self._cache._replace_all(by_key)
-        self._resource_version = version or "0"
-        self._listed_once = True
-        for event_type, obj in calls:
+                pager.failed(exc)
+            if self._stop_event.is_set():
+                pager.stop()
+        for event_type, obj in self._listed(pager):
             self._fire(event_type, obj)
         self._synced.set()
 
@@ -341,8 +384,7 @@ class SharedInformer:
                 except Exception as exc:
                     if self._stop_event.is_set():
                         return
-                    step = after_failure(exc, self._backoff, listing=True)
-                    log.warning("informer list failed (%s); again in %.2f s", exc, step.wait)
+                    step = self._failed(exc, listing=True)
                     self._fire(ERROR, exc)
                     reason = "retry"
                     self._wait(step.wait)
@@ -357,40 +399,20 @@ class SharedInformer:
         self._watch = watch
         if self._stop_event.is_set():  # stop() came before the watch existed
             return
-        kw = self._build_kwargs()
-        kw["resource_version"] = self._resource_version
-        kw["allow_watch_bookmarks"] = True
-        if self._resync_period > 0:
-            kw["timeout_seconds"] = max(1, int(self._resync_period))
         try:
-            for event in watch.stream(self._list_func, **kw):
+            for event in watch.stream(self._list_func, **self._watch_kwargs()):
                 if self._stop_event.is_set():
                     return
-                self._resource_version = watch.resource_version or self._resource_version
-                kind = event.get("type")
-                obj = event.get("object")
-                if kind in (ADDED, MODIFIED):
-                    self._cache._put(obj)
-                    self._fire(kind, obj)
-                elif kind == DELETED:
-                    self._cache._remove(obj)
-                    self._fire(DELETED, obj)
-                elif kind == BOOKMARK:
-                    self._fire(BOOKMARK, event.get("raw_object", obj))
+                call = self._received(event, watch.resource_version)
+                if call is not None:
+                    self._fire(*call)
             if self._resync_period > 0 and not self._stop_event.is_set():
                 for obj in self._cache.list():
                     self._fire(MODIFIED, obj)
         except Exception as exc:
             if self._stop_event.is_set():
                 return
-            step = after_failure(exc, self._backoff, listing=False)
-            if step.action == "relist":
-                log.info("informer watch expired (410 Gone); listing again")
-                self._resource_version = None
-            else:
-                log.warning("informer watch failed (%s); again in %.2f s", exc, step.wait)
-                # The watch could not start (it restarts itself once it has): count it too.
-                self._events.watch_restart(step.reason, step.wait)
+            step = self._failed(exc, listing=False)
             self._fire(ERROR, exc)
             self._wait(step.wait)
         finally:

@@ -8,9 +8,6 @@ hands events out and sleeps. See docs/watches.md.
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-import pydoc
 import random
 import socket
 import threading
@@ -19,45 +16,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes.watch
-from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from ._backoff import DEFAULT_BACKOFF, Backoff, BackoffPolicy
 from ._events import EventSink
 from ._settings import DEFAULT_SETTINGS, Settings
-from ._watch_rules import Decision, WatchRules
-from .errors import ConfigError, ResourceExpired
+from ._watch_rules import EventReader, WatchRules, status_error
 
 __all__ = ["Watch"]
 
-log = logging.getLogger(__name__)
-
 _NO_EVENTS = EventSink()
-
-
-def _documents(func: Callable[..., Any], param: str) -> bool:
-    """Whether the generated API function ``func`` takes ``param`` (its docstring lists it)."""
-    return f":param {param}:" in (pydoc.getdoc(func) or "") or any(
-        f":param {kind} {param}:" in (pydoc.getdoc(func) or "") for kind in ("bool", "int", "str")
-    )
-
-
-def _status_error(status: int, reason: str, body: str | None, headers: Any = None) -> ApiException:
-    """The error the stock client raises for ``status``; 410 becomes ``ResourceExpired``."""
-    if status == 410:
-        return ResourceExpired(reason or "Gone", body=body)
-    error = ApiException(status=status, reason=reason)
-    error.body = body
-    error.headers = headers
-    return error
-
-
-def _error_event(obj: object) -> ApiException:
-    """An ``ERROR`` event's ``Status`` as the exception the stock client raises for it."""
-    status = obj if isinstance(obj, dict) else {}
-    code = status.get("code")
-    reason = f"{status.get('reason')}: {status.get('message')}"
-    return _status_error(code if isinstance(code, int) else 500, reason, json.dumps(status))
 
 
 class Watch(kubernetes.watch.Watch):  # type: ignore[misc]
@@ -103,15 +71,9 @@ class Watch(kubernetes.watch.Watch):  # type: ignore[misc]
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(return_type)
-        if not isinstance(backoff, (BackoffPolicy, Backoff)):
-            raise ConfigError(f"backoff={backoff!r} must be a BackoffPolicy or a Backoff")
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
-        self._backoff = (
-            backoff
-            if isinstance(backoff, Backoff)
-            else Backoff(backoff, clock=clock, rng=self._rng)
-        )
+        self._backoff = Backoff.of(backoff, clock=clock, rng=self._rng)
         self._sleep = sleep
         self._woken = threading.Event()
         self._stop = False
@@ -154,40 +116,33 @@ class Watch(kubernetes.watch.Watch):  # type: ignore[misc]
         settings = getattr(api_client, "settings", None)
         if not isinstance(settings, Settings):
             settings = DEFAULT_SETTINGS
-        return_type = self.get_return_type(func)
         deserialize = kwargs.pop("deserialize", True)
         kwargs[watch_arg] = True
         kwargs["_preload_content"] = False
-        wants_bookmarks = bool(kwargs.get("allow_watch_bookmarks"))
-        if "allow_watch_bookmarks" not in kwargs and _documents(func, "allow_watch_bookmarks"):
-            kwargs["allow_watch_bookmarks"] = True
         idle = settings.watch_idle_timeout
         if idle is not None and "_request_timeout" not in kwargs:
             # Each read waits at most `idle` seconds for a byte: a silent stream is cut.
             kwargs["_request_timeout"] = (settings.connect_timeout, idle)
         if "resource_version" in kwargs:
             self.resource_version = kwargs["resource_version"]
-        rules = WatchRules(
-            resource_version=kwargs.pop("resource_version", None),
-            timeout_seconds=kwargs.pop("timeout_seconds", None),
-            backoff=self._backoff,
-            clock=self._clock,
-            rng=self._rng,
+        rules, wants_bookmarks = WatchRules.for_call(
+            func, kwargs, backoff=self._backoff, clock=self._clock, rng=self._rng
         )
         decision = rules.first()
-        # Bound once: the per-event path is a few attribute lookups shorter (bench_watch.py).
-        delivered, count = rules.delivered, events.watch_event
-        unmarshal = self.unmarshal_event
+        take = EventReader(
+            rules,
+            events,
+            self.unmarshal_event,
+            self.get_return_type(func),
+            deserialize=deserialize,
+            wants_bookmarks=wants_bookmarks,
+        )
         while decision.action == "reopen" and not self._stop:
             if decision.wait > 0:
                 self._wait(decision.wait)
                 if self._stop:
                     return
-            if decision.resource_version is None:
-                kwargs.pop("resource_version", None)
-            else:
-                kwargs["resource_version"] = decision.resource_version
-            kwargs["timeout_seconds"] = decision.timeout_seconds
+            rules.request(decision, kwargs)
             error: BaseException | None = None
             try:
                 resp = func(*args, **kwargs)
@@ -204,11 +159,10 @@ class Watch(kubernetes.watch.Watch):  # type: ignore[misc]
                     status = getattr(resp, "status", None)
                     if isinstance(status, int) and not 200 <= status <= 299:
                         # kubernetes 37 hands back the error response of a stream unraised.
-                        data = resp.data
-                        raise _status_error(
+                        raise status_error(
                             status,
-                            getattr(resp, "reason", "") or "",
-                            data.decode("utf-8", "replace") if isinstance(data, bytes) else None,
+                            getattr(resp, "reason", None),
+                            resp.data,
                             getattr(resp, "headers", None),
                         )
                     rules.opened()
@@ -216,26 +170,9 @@ class Watch(kubernetes.watch.Watch):  # type: ignore[misc]
                     # next() in a try. An exception thrown in at the yield is the caller's
                     # (in_caller), never taken for a broken stream.
                     for line in iter_resp_lines(resp):
-                        if deserialize:
-                            event = unmarshal(line, return_type)
-                            if event is None:
-                                continue
-                            raw = event["raw_object"]
-                        else:
-                            if not line or line.isspace():
-                                continue
-                            event = json.loads(line)
-                            raw = event["object"]
-                        kind = event["type"]
-                        if kind == "ERROR":
-                            raise _error_event(raw)
-                        meta = raw.get("metadata") if raw.__class__ is dict else None
-                        version = meta.get("resourceVersion") if meta.__class__ is dict else None
-                        if version is not None:
-                            delivered(version)
-                            self.resource_version = version
-                        count(kind)
-                        if kind == "BOOKMARK" and not wants_bookmarks:
+                        event = take(line)
+                        self.resource_version = rules.resource_version
+                        if event is None:
                             continue
                         in_caller = True
                         yield event
@@ -252,42 +189,10 @@ class Watch(kubernetes.watch.Watch):  # type: ignore[misc]
                     resp.release_conn()
             if self._stop:
                 return
-            decision = rules.ended() if error is None else rules.failed(error)
-            if decision.action == "raise":
-                assert error is not None  # Defensive: only failures are raised
-                raise _as_expired(error)
-            if decision.action == "reopen":
-                events.watch_restart(decision.reason, decision.wait)
-                _log_restart(decision, error)
+            decision = rules.after(error, events)
 
     def _wait(self, seconds: float) -> None:
         if self._sleep is not None:
             self._sleep(seconds)
         else:
             self._woken.wait(seconds)
-
-
-def _as_expired(error: BaseException) -> BaseException:
-    """A 410 ``ApiException`` (raised by kubernetes 31-36 itself) as ``ResourceExpired``."""
-    if (
-        isinstance(error, ApiException)
-        and not isinstance(error, ResourceExpired)
-        and getattr(error, "status", None) == 410
-    ):
-        expired = ResourceExpired(error.reason or "Gone", body=error.body)
-        expired.__cause__ = error
-        return expired
-    return error
-
-
-def _log_restart(decision: Decision, error: BaseException | None) -> None:
-    if decision.reason == "timeout":
-        log.debug("watch ended at its timeoutSeconds; re-opening at once")
-        return
-    log.info(
-        "watch broke (%s%s); re-opening from resourceVersion %s in %.2f s",
-        decision.reason,
-        f": {error}" if error is not None else "",
-        decision.resource_version,
-        decision.wait,
-    )

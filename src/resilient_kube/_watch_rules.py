@@ -21,25 +21,38 @@ Restart reasons are a fixed set: ``reset``, ``truncated``, ``idle``, ``ended``, 
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import pydoc
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import urllib3.exceptions as u3
 from kubernetes.client.exceptions import ApiException
 
 from ._backoff import Backoff
+from ._events import EventSink
 from .errors import ResourceExpired, TransportError
 
 __all__ = [
     "MAX_SERVER_TIMEOUT",
     "MIN_SERVER_TIMEOUT",
+    "SYNC_ERRORS",
     "Decision",
+    "ErrorTypes",
+    "EventReader",
     "WatchRules",
+    "as_expired",
     "classify_break",
+    "documents",
+    "status_error",
+    "status_reason",
 ]
+
+log = logging.getLogger("resilient_kube._watch")
 
 #: Without a caller's ``timeout_seconds`` each request asks the server to end the stream after a
 #: random 5 to 10 minutes, as client-go's reflector does (``minWatchTimeout * (1 + rand)``): the
@@ -69,6 +82,11 @@ class Decision:
     timeout_seconds: int | None = None
 
 
+def status_reason(status: object) -> str | None:
+    """The restart reason for an HTTP answer's ``status`` (429 and 5xx), or None: raise it."""
+    return f"status_{status}" if status in _RETRYABLE_STATUS else None
+
+
 def classify_break(error: BaseException) -> str | None:
     """The restart reason for ``error``, or None when re-opening cannot help.
 
@@ -78,10 +96,7 @@ def classify_break(error: BaseException) -> str | None:
     if isinstance(error, ResourceExpired):
         return None
     if isinstance(error, ApiException):
-        status = getattr(error, "status", None)
-        if status in _RETRYABLE_STATUS:
-            return f"status_{status}"
-        return None
+        return status_reason(getattr(error, "status", None))
     if isinstance(error, u3.ReadTimeoutError):
         return "idle"
     if isinstance(error, TransportError):
@@ -105,6 +120,145 @@ def classify_break(error: BaseException) -> str | None:
     return None
 
 
+class ErrorTypes(NamedTuple):
+    """The exceptions of one client: ``kubernetes.client``'s, or ``kubernetes.aio``'s (its own)."""
+
+    #: What a final HTTP answer raises (``ApiException``).
+    api_exception: type[Exception]
+    #: What 410 Gone raises: a ``ResourceExpired`` that is also that client's ``ApiException``.
+    expired: Callable[..., Exception]
+
+
+#: ``kubernetes.client.ApiException`` and ``resilient_kube.ResourceExpired``.
+SYNC_ERRORS = ErrorTypes(ApiException, ResourceExpired)
+
+
+def documents(func: Callable[..., Any], param: str) -> bool:
+    """Whether the generated API function ``func`` takes ``param`` (its docstring lists it)."""
+    doc = pydoc.getdoc(func) or ""
+    return f":param {param}:" in doc or any(
+        f":param {kind} {param}:" in doc for kind in ("bool", "int", "str")
+    )
+
+
+def status_error(
+    status: int,
+    reason: str | None,
+    body: bytes | str | None,
+    headers: Any = None,
+    types: ErrorTypes = SYNC_ERRORS,
+) -> Exception:
+    """The error the client raises for an answer with ``status``; 410 is ``ResourceExpired``.
+
+    ``body`` may be the answer's bytes (kubernetes 37 and ``kubernetes.aio`` hand the error
+    answer of a stream back unraised).
+    """
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    elif not isinstance(body, str):
+        body = None
+    if status == 410:
+        return types.expired(reason or "Gone", body=body)
+    error = types.api_exception(status=status, reason=reason or "")  # type: ignore[call-arg]
+    error.body = body  # type: ignore[attr-defined]
+    error.headers = headers  # type: ignore[attr-defined]
+    return error
+
+
+def error_event(obj: object, types: ErrorTypes = SYNC_ERRORS) -> Exception:
+    """An ``ERROR`` event's ``Status`` as the exception the client raises for it."""
+    status = obj if isinstance(obj, dict) else {}
+    code = status.get("code")
+    reason = f"{status.get('reason')}: {status.get('message')}"
+    return status_error(
+        code if isinstance(code, int) else 500, reason, json.dumps(status), None, types
+    )
+
+
+def as_expired(error: BaseException, types: ErrorTypes = SYNC_ERRORS) -> BaseException:
+    """A 410 ``ApiException`` (raised by the client itself) as ``ResourceExpired``."""
+    if (
+        isinstance(error, types.api_exception)
+        and not isinstance(error, ResourceExpired)
+        and getattr(error, "status", None) == 410
+    ):
+        expired = types.expired(
+            getattr(error, "reason", None) or "Gone", body=getattr(error, "body", None)
+        )
+        expired.__cause__ = error
+        return expired
+    return error
+
+
+class EventReader:
+    """Turns a watch's lines into the events the caller gets, moving the resume point.
+
+    ``unmarshal`` is the watch's ``unmarshal_event`` (used when ``deserialize``). Every event
+    and bookmark moves ``rules``' resume point and is counted (``watch_event``); a BOOKMARK
+    reaches the caller only when it asked for them; an ``ERROR`` event is raised as the
+    exception the client raises for its ``Status``. Shared by the sync and asyncio watches,
+    whose loops only read lines and hand out what this returns.
+    """
+
+    __slots__ = (
+        "_count",
+        "_delivered",
+        "_deserialize",
+        "_hide_bookmarks",
+        "_return_type",
+        "_types",
+        "_unmarshal",
+    )
+
+    def __init__(
+        self,
+        rules: WatchRules,
+        events: EventSink,
+        unmarshal: Callable[[str, Any], Any],
+        return_type: Any,
+        *,
+        deserialize: bool,
+        wants_bookmarks: bool,
+        types: ErrorTypes = SYNC_ERRORS,
+    ) -> None:
+        self._delivered = rules.delivered
+        self._count = events.watch_event
+        self._unmarshal = unmarshal
+        self._return_type = return_type
+        self._deserialize = deserialize
+        self._hide_bookmarks = not wants_bookmarks
+        self._types = types
+
+    def __call__(self, line: str) -> Any:
+        """The event in ``line`` for the caller, or None (blank, or a hidden bookmark).
+
+        Raises:
+            ApiException: an ``ERROR`` event (410 as ``ResourceExpired``).
+        """
+        # One call per line, nothing called that need not be: the watch's hot path.
+        if self._deserialize:
+            event = self._unmarshal(line, self._return_type)
+            if event.__class__ is not dict:  # blank (None), or kubernetes.aio's non-JSON line
+                return None
+            raw = event["raw_object"]
+        else:
+            if not line or line.isspace():
+                return None
+            event = json.loads(line)
+            raw = event["object"]
+        kind = event["type"]
+        if kind == "ERROR":
+            raise error_event(raw, self._types)
+        meta = raw.get("metadata") if raw.__class__ is dict else None
+        version = meta.get("resourceVersion") if meta.__class__ is dict else None
+        if version is not None:
+            self._delivered(version)
+        self._count(kind)
+        if kind == "BOOKMARK" and self._hide_bookmarks:
+            return None
+        return event
+
+
 class WatchRules:
     """The decisions of one ``Watch.stream`` call: resume point, timeouts, backoff.
 
@@ -115,6 +269,8 @@ class WatchRules:
         backoff: the wait before each re-open; shared with an informer that owns the watch.
         clock: monotonic seconds.
         rng: draws each request's ``timeoutSeconds``.
+        classify: the restart reason of an error, or None to raise it (``classify_break``;
+            the asyncio watch adds aiohttp's errors).
     """
 
     def __init__(
@@ -125,7 +281,9 @@ class WatchRules:
         backoff: Backoff,
         clock: Callable[[], float],
         rng: random.Random,
+        classify: Callable[[BaseException], str | None] = classify_break,
     ) -> None:
+        self._classify = classify
         self._clock = clock
         self._rng = rng
         self._backoff = backoff
@@ -137,7 +295,46 @@ class WatchRules:
         #: Whether a stream was ever established (before that, failures go to the caller).
         self.established = False
 
+    @classmethod
+    def for_call(
+        cls,
+        func: Callable[..., Any],
+        kwargs: dict[str, Any],
+        *,
+        backoff: Backoff,
+        clock: Callable[[], float],
+        rng: random.Random,
+        classify: Callable[[BaseException], str | None] = classify_break,
+    ) -> tuple[WatchRules, bool]:
+        """The rules of a ``stream(func, **kwargs)`` call, and whether it asked for bookmarks.
+
+        Takes the caller's ``resource_version`` and ``timeout_seconds`` out of ``kwargs`` (each
+        request gets its own, from ``request``) and asks for bookmarks when ``func`` takes them
+        and the caller did not say.
+        """
+        wants_bookmarks = bool(kwargs.get("allow_watch_bookmarks"))
+        if "allow_watch_bookmarks" not in kwargs and documents(func, "allow_watch_bookmarks"):
+            kwargs["allow_watch_bookmarks"] = True
+        rules = cls(
+            resource_version=kwargs.pop("resource_version", None),
+            timeout_seconds=kwargs.pop("timeout_seconds", None),
+            backoff=backoff,
+            clock=clock,
+            rng=rng,
+            classify=classify,
+        )
+        return rules, wants_bookmarks
+
     # --- requests ---------------------------------------------------------------------------
+
+    @staticmethod
+    def request(decision: Decision, kwargs: dict[str, Any]) -> None:
+        """Put ``decision``'s resume point and server timeout into the request's ``kwargs``."""
+        if decision.resource_version is None:
+            kwargs.pop("resource_version", None)
+        else:
+            kwargs["resource_version"] = decision.resource_version
+        kwargs["timeout_seconds"] = decision.timeout_seconds
 
     def first(self) -> Decision:
         """The first request: from the caller's version, with the server timeout to ask for."""
@@ -171,7 +368,7 @@ class WatchRules:
 
     def failed(self, error: BaseException) -> Decision:
         """An exception while opening or reading: re-open after a backoff, or raise it."""
-        reason = classify_break(error)
+        reason = self._classify(error)
         if reason is None or not self.established:
             # Before a stream was ever established the caller gets the error, as from any call
             # (the transport has already retried it); 410, 401, 403 and bugs are never retried.
@@ -180,6 +377,26 @@ class WatchRules:
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             attempts = 1
         return self.broke(reason, attempts)
+
+    def after(
+        self,
+        error: BaseException | None,
+        events: EventSink,
+        types: ErrorTypes = SYNC_ERRORS,
+    ) -> Decision:
+        """What follows a stream that ended (``error`` None) or failed; reports a restart.
+
+        Raises:
+            error: when it is not to be ridden over (a 410 as ``ResourceExpired``).
+        """
+        decision = self.ended() if error is None else self.failed(error)
+        if decision.action == "raise":
+            assert error is not None  # Defensive: only failures are raised
+            raise as_expired(error, types)
+        if decision.action == "reopen":
+            events.watch_restart(decision.reason, decision.wait)
+            _log_restart(decision, error)
+        return decision
 
     def _reopen(self, wait: float, reason: str, attempts: int) -> Decision:
         del attempts  # counted by the backoff already
@@ -199,3 +416,16 @@ class WatchRules:
             resource_version=self.resource_version,
             timeout_seconds=asked,
         )
+
+
+def _log_restart(decision: Decision, error: BaseException | None) -> None:
+    if decision.reason == "timeout":
+        log.debug("watch ended at its timeoutSeconds; re-opening at once")
+        return
+    log.info(
+        "watch broke (%s%s); re-opening from resourceVersion %s in %.2f s",
+        decision.reason,
+        f": {error}" if error is not None else "",
+        decision.resource_version,
+        decision.wait,
+    )

@@ -12,10 +12,13 @@ import errno
 import ssl
 
 import aiohttp
+import kubernetes.aio.client.exceptions
 
+from .. import errors
 from .._policy import BodyTooLarge, Failure
+from .._watch_rules import classify_break, status_reason
 
-__all__ = ["DEADLINE_REACHED", "classify_aiohttp_error"]
+__all__ = ["DEADLINE_REACHED", "classify_aiohttp_error", "classify_watch_break"]
 
 #: What a deadline that expired in the middle of an attempt counts as: a read timeout, which
 #: ``final_error`` turns into ``DeadlineExceeded`` once the deadline has passed.
@@ -75,3 +78,37 @@ def classify_aiohttp_error(error: BaseException) -> Failure:
         return Failure("disconnected", sent=True)
     # Defensive: anything else (a bug, a decoding error) is not a network condition.
     return Failure(type(error).__name__, sent=True, retryable=False)
+
+
+#: A failure of the asyncio driver as a watch's restart reason (``_watch_rules``' fixed set).
+_WATCH_REASONS = {
+    "dns": "connect",
+    "connect_error": "connect",
+    "connect_timeout": "connect",
+    "proxy": "connect",
+    "tls": "connect",
+    "read_timeout": "idle",
+    "truncated": "truncated",
+    "reset": "reset",
+    "disconnected": "reset",
+    "bad_response": "reset",
+}
+
+
+def classify_watch_break(error: BaseException) -> str | None:
+    """``_watch_rules.classify_break`` for the asyncio watch: the reason, or None to raise.
+
+    What breaks while a stream is read comes from aiohttp as it is (the driver has handed the
+    stream over); ``kubernetes.aio`` has its own ``ApiException``. Everything else (the
+    driver's ``TransportError`` on a re-open, ``ResourceExpired``) is the sync rule's.
+    """
+    if isinstance(error, kubernetes.aio.client.exceptions.ApiException):
+        return None if isinstance(error, errors.ResourceExpired) else status_reason(error.status)
+    if isinstance(error, (aiohttp.ClientError, OSError)) and not isinstance(
+        error, errors.TransportError
+    ):
+        if isinstance(error, aiohttp.ClientPayloadError) and "ConnectionResetError" in str(error):
+            return "reset"  # aiohttp names the reset that cut the body only in its message
+        failure = classify_aiohttp_error(error)
+        return _WATCH_REASONS.get(failure.reason) if failure.retryable else None
+    return classify_break(error)

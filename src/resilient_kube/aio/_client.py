@@ -13,7 +13,6 @@ from typing import Any, TypeVar, Unpack
 import kubernetes.aio.client
 import kubernetes.aio.config
 import kubernetes.aio.dynamic
-import kubernetes.aio.watch
 
 from .._driver import host_label
 from .._events import EventSink
@@ -21,8 +20,10 @@ from .._settings import Settings, Tuning
 from .._stats import Stats
 from ..errors import ConfigError
 from ._core import Parts, env_proxy
+from ._informer import SharedInformer
 from ._pool import make_connector
 from ._transport import REQUEST_TIMEOUT
+from ._watch import Watch
 
 __all__ = ["ApiClient", "ClientFactory"]
 
@@ -270,9 +271,22 @@ class ClientFactory:
             self._dynamic = await kubernetes.aio.dynamic.DynamicClient(self.api_client)
         return self._dynamic
 
-    def watch(self) -> kubernetes.aio.watch.Watch:
-        """A new ``kubernetes.aio.watch.Watch`` (one per stream; pass it this factory's methods)."""
-        return kubernetes.aio.watch.Watch()
+    def watch(self, return_type: Any = None) -> Watch:
+        """A new ``resilient_kube.aio.Watch`` (one per stream; pass it this factory's methods).
+
+        It resumes after a break from the last resourceVersion it delivered (docs/asyncio.md).
+        """
+        return Watch(return_type)
+
+    def informer(self, list_func: Callable[..., Any] | str, **kwargs: Any) -> SharedInformer:
+        """A ``resilient_kube.aio.SharedInformer`` over ``list_func`` on this factory's client.
+
+        ``list_func`` is a list method of this factory's API objects, or its name on
+        ``core_v1()`` (``"list_namespaced_pod"``); ``kwargs`` are the informer's (namespace,
+        label_selector, resync_period, ...). Start it with ``start()`` or ``async with``.
+        """
+        func = getattr(self.core_v1(), list_func) if isinstance(list_func, str) else list_func
+        return SharedInformer(func, **kwargs)
 
     def stats(self) -> Stats:
         """A snapshot of the shared client's counters."""
