@@ -570,3 +570,18 @@ def test_client_factory_dynamic_client(
             assert kube.stats().transport.failures == 0
 
     asyncio.run(main())
+
+
+def test_a_closed_client_refuses_calls_instead_of_opening_a_session(
+    server: FakeApiServer, configuration: client.Configuration
+) -> None:
+    async def main() -> None:
+        api = ApiClient(configuration)
+        v1 = client.CoreV1Api(api)
+        await v1.list_namespace()
+        await api.close()
+        with pytest.raises(RuntimeError, match="Session is closed"):
+            await v1.list_namespace()
+        assert api.rest_client.pool_manager.session is None  # nothing opened to leak
+
+    asyncio.run(main())

@@ -7,23 +7,27 @@ version); a ConfigMap created and deleted afterwards reaches the handlers exactl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from resilient_kube.aio import ClientFactory
 
+from ..helpers.leaks import no_unclosed_resources
 from .cluster import ApiServer
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(120),
-    # As in test_aio.py: now and then an aiohttp TLS transport is collected unclosed after the
-    # loop ended (seen once in three runs here, also with only this test): the aio client's
-    # leak to find, kept from failing this module meanwhile.
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _closes_everything() -> Iterator[None]:
+    """The informer's stream, given up by ``stop()``, is closed with the client (aio/_pool.py)."""
+    with no_unclosed_resources():
+        yield
 
 
 def test_informer_sees_a_create_and_a_delete_once(apiserver: ApiServer, namespace: str) -> None:

@@ -33,7 +33,7 @@ import aiohttp
 from aiohttp.base_protocol import BaseProtocol
 
 from .. import errors
-from .._driver import end_call, log_retry
+from .._driver import end_call, host_label, log_retry
 from .._events import NO_CODE, EventSink
 from .._limiter import TokenBucket
 from .._policy import RETURN, AttemptError, BodyTooLarge, Call, Policy, Raise, Retry
@@ -122,6 +122,8 @@ class AsyncTransport:
     ) -> None:
         self._make_session = make_session
         self.session: aiohttp.ClientSession | None = None
+        #: Set by ``close()``: no session is made again (it would never be closed).
+        self._closed = False
         self.policy = policy
         self.settings = policy.settings
         self.events = events
@@ -222,6 +224,7 @@ class AsyncTransport:
 
     async def close(self) -> None:
         """Close the session and every pooled connection (``RESTClientObject.close`` calls it)."""
+        self._closed = True
         session, self.session = self.session, None
         if session is not None:
             await session.close()
@@ -244,6 +247,10 @@ class AsyncTransport:
     def _get_session(self) -> aiohttp.ClientSession:
         session = self.session
         if session is None or session.closed:
+            if self._closed:
+                # As the stock client's closed session says: a client used after close() would
+                # otherwise open a session that nobody closes.
+                raise RuntimeError("Session is closed")
             session = self.session = self._make_session()
             # aiohttp's own hidden retry: it re-sends GET, HEAD, PUT, DELETE, OPTIONS and TRACE
             # once on a broken pooled connection, a write the server may have done included
@@ -257,7 +264,7 @@ class AsyncTransport:
         if last is not None and url.startswith(last[0]):
             return last[1]
         parts = urlsplit(url)
-        host = parts.netloc.rpartition("@")[2]
+        host = host_label(url)
         self._last_host = (f"{parts.scheme}://{parts.netloc}/", host)
         return host
 
