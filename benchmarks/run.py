@@ -199,6 +199,28 @@ def render(results: dict[str, Any], images: list[str]) -> str:
                 f"{cell['extra_cpu_us_per_call_vs_same_timeouts']:+.1f}",
             )
         )
+    counted = results["client"].get("instructions")
+    if counted is not None:
+        per_call = counted["instructions_per_call"]
+        lines += [
+            "",
+            "CPU time on this shared machine moves by ±20 µs from run to run (the same client's"
+            " median has moved by more than the difference between the clients), so the CPU"
+            " work of a call is also counted exactly: valgrind's callgrind counts the"
+            f" instructions of {counted['calls']} GETs (`list_namespace`, the whole kubernetes"
+            " stack included) on one thread, after a warm-up, each client counted"
+            f" {len(counted['runs']['stock'])} time(s) (the count repeats to within 0.2%).",
+            "",
+            _row("client", "instructions per GET"),
+            _row("---", "---:"),
+            _row("stock", f"{per_call['stock']:,.0f}"),
+            _row("resilient_kube", f"{per_call['resilient_kube']:,.0f}"),
+            "",
+            f"resilient_kube: **{counted['ratio']:.4f}×** the stock client's instructions,"
+            f" {counted['extra_instructions_per_call']:+,.0f} per call, which is"
+            f" **{counted['extra_cpu_us_per_call']:+.1f} µs** at the stock client's CPU time per"
+            " instruction in the rounds above.",
+        ]
     lines += [
         "",
         "## Masking faults",

@@ -182,8 +182,15 @@ def test_a_429_is_retried_for_a_post_after_its_retry_after(
 ) -> None:
     server.inject(StatusFault(429, retry_after=1), verb="create")
 
+    rates: list[tuple[str, float]] = []
+
+    class Rates(EventSink):
+        def rate_changed(self, host: str, qps: float) -> None:
+            rates.append((host, qps))
+
     async def main() -> None:
         async with ApiClient(configuration, backoff_base=0.01) as api:
+            api.subscribe(Rates())
             started = time.monotonic()
             await client.CoreV1Api(api).create_namespaced_config_map("default", configmap("a"))
             assert time.monotonic() - started >= 1.0  # never earlier than asked
@@ -193,6 +200,8 @@ def test_a_429_is_retried_for_a_post_after_its_retry_after(
 
     asyncio.run(main())
     assert server.request_count("create") == 2
+    # The limiter halved its rate (default qps 50) and said so, for this server.
+    assert rates[0] == (f"127.0.0.1:{server.port}", 25.0)
 
 
 @pytest.mark.parametrize("verb", ["GET", "POST"])

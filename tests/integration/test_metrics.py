@@ -160,6 +160,9 @@ def test_a_429_with_retry_after(registry: CollectorRegistry, server: FakeApiServ
     }
     # The server paced the retry: it draws nothing from the budget, and nothing was refused.
     assert label_sets(registry, "resilient_kube_retry_budget_refusals_total") == set()
+    # The 429 halved this client's limiter (default qps 50), labelled by the server it talks
+    # to; the answer after it began the way back (by sqrt(2) a second).
+    assert 25.0 <= value(registry, "resilient_kube_rate_limiter_qps", host=host) < 26.0
 
 
 def test_a_reset_has_no_code(registry: CollectorRegistry, server: FakeApiServer) -> None:
