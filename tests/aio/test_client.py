@@ -41,6 +41,7 @@ from resilient_kube.testing import (
     TruncatedBody,
 )
 
+from ..helpers.clock import FakeClock
 from ..helpers.leaks import no_unclosed_resources
 from ..integration.test_tls_and_proxy import _ForwardProxy
 from .conftest import aio_configuration, configmap
@@ -594,3 +595,41 @@ def test_a_closed_client_refuses_calls_instead_of_opening_a_session(
         assert api.rest_client.pool_manager.session is None  # nothing opened to leak
 
     asyncio.run(main())
+
+
+def test_traffic_follows_an_answer_change() -> None:
+    """A pooled connection whose address left the DNS answer is retired, not reused."""
+    clock = FakeClock()
+    name = "api.example.test"
+    with (
+        FakeDnsServer(ttl=2) as dns,
+        FakeApiServer() as old,
+        FakeApiServer(host="127.0.0.2", port=old.port) as new,
+    ):
+        dns.set(name, "127.0.0.1")
+
+        async def main() -> None:
+            configuration = aio_configuration(old)
+            configuration.host = f"http://{name}:{old.port}"
+            async with ApiClient(
+                configuration, dns_nameservers=[dns.nameserver], dns_min_ttl=1, clock=clock
+            ) as api:
+                v1 = client.CoreV1Api(api)
+                await v1.list_namespace()
+                dns.set(name, "127.0.0.2")
+                clock.now += 3  # the answer is due for its refresh
+                stats = api.stats().dns
+                assert stats is not None
+                looked_up = stats.lookup_seconds
+                await v1.list_namespace()  # still the pooled connection; starts the refresh
+                async with asyncio.timeout(5):  # the refresh runs in a thread
+                    while (current := api.stats().dns) is not None and (
+                        current.lookup_seconds == looked_up
+                    ):
+                        await asyncio.sleep(0.01)
+                await v1.list_namespace()  # the old address left the answer: a new connection
+                transport = api.stats().transport
+                assert (transport.connections_retired, transport.connections_opened) == (1, 2)
+
+        asyncio.run(main())
+        assert (old.request_count(), new.request_count()) == (2, 1)

@@ -103,8 +103,7 @@ class ApiClient(kubernetes.aio.client.ApiClient):  # type: ignore[misc]
             parts.dns,
             ssl=rest.ssl_context,
             limit_per_host=getattr(rest_configuration, "tcp_connector_limit_per_host", None),
-            opened=parts.counters.ticker("connections_opened"),
-            reused=parts.counters.ticker("connections_reused"),
+            events=parts.events,
         )
         self.transport = parts.transport(rest._create_pool_manager, proxy)
         rest.pool_manager = self.transport

@@ -3,7 +3,10 @@
 Built like the stock ``RESTClientObject._create_connector`` of ``kubernetes.aio`` (its TLS
 context and ``tcp_connector_limit_per_host``), with what the sync client's pool has: ``pool_maxsize``
 connections, idle expiry after ``pool_idle_timeout``, TCP keepalive and ``TCP_USER_TIMEOUT`` on
-every socket (``_connection.socket_options``), and the DNS cache as the resolver.
+every socket (``_connection.socket_options``), and the DNS cache as the resolver. As the sync
+pools do, it reports every connection opened, reused and retired to the client's event sink, and
+retires a pooled connection whose address has left the DNS answer instead of reusing it, so
+traffic follows DNS.
 
 It also owns the end of every connection it opened. aiohttp closes a connection it does not
 pool (a stream given up, ``Connection: close``, an answer cut short) with ``transport.close()``,
@@ -20,7 +23,6 @@ import asyncio
 import contextlib
 import socket
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -28,6 +30,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from .._connection import socket_options
 from .._dns import DnsCache
+from .._events import EventSink
 from .._settings import Settings
 from ._resolver import CachedResolver
 
@@ -37,18 +40,19 @@ __all__ = ["make_connector"]
 _CLOSE_WAIT = 1.0
 
 
-class _CountingConnector(aiohttp.TCPConnector):
-    """A ``TCPConnector`` that counts the connections it opens and the pooled ones it reuses,
-    and that closes every one of them for good in ``close()``.
+class _ReportingConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that reports the connections it opens, reuses and retires, retires
+    the pooled ones whose address left the DNS answer, and closes every one of them for good in
+    ``close()``.
 
-    Counted here rather than with an aiohttp ``TraceConfig``: traces cost every request about
-    30 us of signal dispatch, these two counts nothing measurable.
+    Reported here rather than with an aiohttp ``TraceConfig``: traces cost every request about
+    30 us of signal dispatch.
     """
 
-    def __init__(self, *, opened: Iterator[int], reused: Iterator[int], **kwargs: Any) -> None:
+    def __init__(self, *, events: EventSink, dns: DnsCache | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._rk_opened = opened
-        self._rk_reused = reused
+        self._rk_events = events
+        self._rk_dns = dns
         #: Every connection opened whose protocol is alive, with the transport it was opened on
         #: (the protocol forgets it on close). An entry goes when its protocol is collected,
         #: which its transport prevents until the connection has ended.
@@ -57,14 +61,29 @@ class _CountingConnector(aiohttp.TCPConnector):
         )
 
     async def _get(self, key: Any, traces: Any) -> aiohttp.connector.Connection | None:
-        connection = await super()._get(key, traces)
-        if connection is not None:
-            next(self._rk_reused)
-        return connection
+        host = f"{key.host}:{key.port}"
+        while True:
+            connection = await super()._get(key, traces)
+            if connection is None:
+                return None  # none pooled: a new one is opened
+            if self._follows_dns(key.host, connection):
+                self._rk_events.connection(host, "reused")
+                return connection
+            connection.close()  # its address left the answer: the next one, or a new one
+            self._rk_events.connection(host, "retired")
+
+    def _follows_dns(self, host: str, connection: aiohttp.connector.Connection) -> bool:
+        """Whether a pooled connection's peer is still in the DNS answer for ``host``."""
+        dns = self._rk_dns
+        transport = connection.transport
+        if dns is None or transport is None:
+            return True
+        peer = transport.get_extra_info("peername")
+        return not peer or dns.is_current(host, str(peer[0]))
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> ResponseHandler:
         protocol = await super()._create_connection(req, traces, timeout)
-        next(self._rk_opened)
+        self._rk_events.connection(f"{req.host}:{req.port}", "opened")
         if protocol.transport is not None:
             self._rk_open[protocol] = protocol.transport
         return protocol
@@ -97,8 +116,7 @@ def make_connector(
     *,
     ssl: Any,
     limit_per_host: int | None,
-    opened: Iterator[int],
-    reused: Iterator[int],
+    events: EventSink,
 ) -> aiohttp.TCPConnector:
     """The pool, made in the running loop (aiohttp connectors belong to one).
 
@@ -107,8 +125,7 @@ def make_connector(
         dns: the client's DNS cache, or None for the system resolver (aiohttp's threaded one).
         ssl: the REST layer's TLS context (its CA, client certificate and verification).
         limit_per_host: ``tcp_connector_limit_per_host`` of the configuration, if any.
-        opened: counted once per connection opened.
-        reused: counted once per pooled connection handed to a request.
+        events: the client's event sink (``connection``: opened, reused, retired).
     """
     options = socket_options(settings)
 
@@ -136,4 +153,4 @@ def make_connector(
         # One cache with one set of rules: aiohttp's own (10 s, no negative caching) is off.
         kwargs["resolver"] = CachedResolver(dns)
         kwargs["use_dns_cache"] = False
-    return _CountingConnector(opened=opened, reused=reused, **kwargs)
+    return _ReportingConnector(events=events, dns=dns, **kwargs)

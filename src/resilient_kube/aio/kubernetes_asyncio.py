@@ -87,8 +87,7 @@ class ApiClient(kubernetes_asyncio.client.ApiClient):  # type: ignore[misc]
                 parts.dns,
                 ssl=ssl,
                 limit_per_host=None,
-                opened=parts.counters.ticker("connections_opened"),
-                reused=parts.counters.ticker("connections_reused"),
+                events=parts.events,
             ),
         )
         proxy = env_proxy(self.configuration.host) if rest.proxy is None else None
