@@ -343,66 +343,73 @@ def outage(seconds: float) -> dict[str, float]:
 
 
 #: One client's GETs under callgrind, instrumented only while they run (``callgrind_control``
-#: switches counting on and off): argv = client name, server URL, calls.
+#: switches counting on and off): argv = client name, server URL, threads, calls per thread.
 _COUNTED_SCRIPT = """
 import os, subprocess, sys
 sys.path.insert(0, {benchmarks!r})
 from kubernetes import client
 import bench_client
-name, url, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
+name, url, threads, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 api = bench_client._OVERHEAD[name][0](url)
 v1 = client.CoreV1Api(api)
-for _ in range(200):  # warm up: validators, caches, the connection
-    v1.list_namespace()
+# Warm up: validators, caches, every thread's connection.
+bench_client._run_threads(threads, max(10, 200 // threads), v1.list_namespace)
 def counting(on):
     subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
                    stdout=subprocess.DEVNULL, check=True)
 counting(True)
-for _ in range(calls):
-    v1.list_namespace()
+bench_client._run_threads(threads, calls, v1.list_namespace)
 counting(False)
 api.close()
 """
 
 
 def instructions(quick: bool) -> dict[str, Any] | None:
-    """Instructions per GET on one thread, stock and resilient_kube, each counted twice."""
+    """Instructions per GET on 1 and on 32 threads, stock and resilient_kube, each counted
+    twice (valgrind runs a process's threads one at a time; the GIL's hand-offs are counted)."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         return None
-    calls = 100 if quick else 300
-    script = _COUNTED_SCRIPT.format(benchmarks=os.path.dirname(os.path.abspath(__file__)))
+    results: dict[str, Any] = {}
     server = ServerProcess()
-    counts: dict[str, list[float]] = {"stock": [], "resilient_kube": []}
     try:
-        for _ in range(1 if quick else 2):
-            for name, runs in counts.items():
-                done = subprocess.run(
-                    [
-                        "valgrind",
-                        "--tool=callgrind",
-                        "--instr-atstart=no",
-                        "--callgrind-out-file=/dev/null",
-                        sys.executable,
-                        "-c",
-                        script,
-                        name,
-                        server.url,
-                        str(calls),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                    env={**os.environ, "PYTHONHASHSEED": "0"},
-                    check=True,
-                )
-                collected = re.search(r"Collected : (\d+)", done.stderr)
-                assert collected is not None, done.stderr[-2000:]
-                runs.append(int(collected.group(1)) / calls)
+        for threads, calls in ((1, 100 if quick else 300), (32, 3 if quick else 10)):
+            results[f"threads_{threads}"] = _count(server.url, threads, calls, 1 if quick else 2)
     finally:
         server.close()
+    return results
+
+
+def _count(url: str, threads: int, calls: int, repeats: int) -> dict[str, Any]:
+    script = _COUNTED_SCRIPT.format(benchmarks=os.path.dirname(os.path.abspath(__file__)))
+    counts: dict[str, list[float]] = {"stock": [], "resilient_kube": []}
+    for _ in range(repeats):
+        for name, runs in counts.items():
+            done = subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--instr-atstart=no",
+                    "--callgrind-out-file=/dev/null",
+                    sys.executable,
+                    "-c",
+                    script,
+                    name,
+                    url,
+                    str(threads),
+                    str(calls),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env={**os.environ, "PYTHONHASHSEED": "0"},
+                check=True,
+            )
+            collected = re.search(r"Collected : (\d+)", done.stderr)
+            assert collected is not None, done.stderr[-2000:]
+            runs.append(int(collected.group(1)) / (threads * calls))
     stock, ours = (min(counts[name]) for name in ("stock", "resilient_kube"))
     return {
-        "calls": calls,
+        "calls": threads * calls,
         "instructions_per_call": {name: min(values) for name, values in counts.items()},
         "runs": counts,
         "ratio": ours / stock,
@@ -414,10 +421,11 @@ def run(quick: bool) -> dict[str, Any]:
     results = {"overhead": overhead(quick), "faults": fault_masking(quick)}
     counted = instructions(quick)
     if counted is not None:
-        # In µs at the stock client's CPU per instruction in this run's single-thread rounds.
-        stock = results["overhead"]["threads_1"]["stock"]["cpu_us_per_call"]
-        per_instruction = stock / counted["instructions_per_call"]["stock"]
-        counted["extra_cpu_us_per_call"] = counted["extra_instructions_per_call"] * per_instruction
+        # In µs at the stock client's CPU per instruction in this run's timed rounds.
+        for key, cell in counted.items():
+            stock = results["overhead"][key]["stock"]["cpu_us_per_call"]
+            per_instruction = stock / cell["instructions_per_call"]["stock"]
+            cell["extra_cpu_us_per_call"] = cell["extra_instructions_per_call"] * per_instruction
         results["instructions"] = counted
     return results
 
