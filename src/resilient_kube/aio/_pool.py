@@ -66,7 +66,8 @@ class _ReportingConnector(aiohttp.TCPConnector):
             connection = await super()._get(key, traces)
             if connection is None:
                 return None  # none pooled: a new one is opened
-            if self._follows_dns(key.host, connection):
+            # Through a proxy the peer is the proxy, not an address of the API server's name.
+            if key.proxy is not None or self._follows_dns(key.host, connection):
                 self._rk_events.connection(host, "reused")
                 return connection
             connection.close()  # its address left the answer: the next one, or a new one
