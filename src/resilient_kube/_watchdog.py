@@ -249,11 +249,14 @@ class _Watchdog:
                 earliest = _NEVER
                 for key, timer in list(self._timers.items()):
                     expires_at = timer.expires_at
-                    if expires_at <= now and self._fire(timer, now):
-                        self._timers.pop(key, None)
-                    else:
-                        # Not armed yet (connecting has its own timeout): looked at again soon.
-                        earliest = min(earliest, max(timer.expires_at, now + _RECHECK))
+                    if expires_at <= now:
+                        if self._fire(timer, now):
+                            self._timers.pop(key, None)
+                            continue
+                        # Still connecting (its own timeout), or its server just spoke (a new
+                        # expiry): looked at again then, or soon.
+                        expires_at = max(timer.expires_at, now + _RECHECK)
+                    earliest = min(earliest, expires_at)
                 self._wake_at = earliest
                 self._wake.wait(None if earliest == _NEVER else max(earliest - now, 0.0))
 
