@@ -16,6 +16,7 @@ the parent's, and two processes writing requests on one connection would garble 
 from __future__ import annotations
 
 import functools
+import http.client
 import ipaddress
 import socket
 import threading
@@ -33,6 +34,7 @@ from . import _fork
 from ._dialer import create_connection
 from ._dns import DnsCache, LookupTimeout
 from ._events import EventSink
+from ._headers import HTTPResponse
 from ._settings import Settings
 from ._watchdog import current as current_watch
 
@@ -79,6 +81,8 @@ class _ConnectionMixin:
     """Open the socket through the DNS cache and remember the address it reached."""
 
     rk_context: PoolContext
+    #: http.client's response, its headers parsed without the email package (``_headers``).
+    response_class: type[http.client.HTTPResponse] = HTTPResponse
     rk_address: str | None = None
     rk_released_at: float = 0.0
     #: The pool's ``rk_generation`` when this connection was (re)connected.
