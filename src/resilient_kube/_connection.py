@@ -126,7 +126,16 @@ class _ConnectionMixin:
                 self,  # type: ignore[arg-type]
                 f"Failed to establish a new connection: {exc}",
             ) from exc
-        peer = sock.getpeername()
+        try:
+            peer = sock.getpeername()
+        except OSError as exc:
+            # Reset between the handshake and here (a server going down with connections still
+            # in its accept queue): this socket is nobody's yet, so it is closed here.
+            sock.close()
+            raise u3.NewConnectionError(
+                self,  # type: ignore[arg-type]
+                f"Failed to establish a new connection: {exc}",
+            ) from exc
         self.rk_address = str(peer[0])
         context.events.connection(f"{self.host}:{self.port}", "opened")
         return sock

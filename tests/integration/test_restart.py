@@ -7,18 +7,21 @@ that found no server are bounded by the deadline and the retry budget, not by ``
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from kubernetes import client
 
-from resilient_kube import ApiClient, Settings
+from resilient_kube import ApiClient, Settings, _connection
 from resilient_kube.testing import FakeApiServer
-from tests.helpers.loopback import pipe
+from tests.helpers.loopback import Relay, pipe
 
 
 class Frontend:
@@ -90,3 +93,43 @@ def test_calls_made_while_the_server_is_down_succeed_when_it_is_back(
     assert stats.transport.failures == 0
     assert stats.retry.retries_by_reason["connect_error"] > 8 * (defaults.max_attempts - 1)
     api_client.close()
+
+
+def test_a_connection_reset_before_its_first_request_is_closed_and_the_call_retried(
+    server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server going down resets the connections still in its accept queue: one can be reset
+    # after the handshake, before the pool has it. The dialer is the seam that holds it there
+    # until the reset has arrived (the race cannot be ordered from outside).
+    def reset_first(conn: socket.socket) -> None:
+        if next(accepted) == 0:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+        else:
+            relay.splice(conn, server.port)
+
+    accepted = itertools.count()
+    relay = Relay(reset_first)
+    dialed: list[socket.socket] = []
+
+    def dial(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = real_dial(*args, **kwargs)
+        if not dialed:
+            with pytest.raises(ConnectionResetError):
+                sock.recv(1, socket.MSG_PEEK)  # bounded: the dialer left the connect timeout
+        dialed.append(sock)
+        return sock
+
+    real_dial = _connection.create_connection
+    monkeypatch.setattr(_connection, "create_connection", dial)
+    configuration = server.configuration()
+    configuration.host = f"http://127.0.0.1:{relay.port}"
+    api_client = ApiClient(configuration)
+    try:
+        client.CoreV1Api(api_client).list_namespace()
+        assert len(dialed) == 2
+        assert dialed[0].fileno() == -1  # closed where it broke, not left to the collector
+        assert api_client.stats().retry.retries_by_reason["connect_error"] == 1
+    finally:
+        api_client.close()
+        relay.close()
