@@ -62,12 +62,6 @@ def test_a_retry_goes_to_another_endpoint(servers: list[FakeApiServer]) -> None:
     api_client.close()
 
 
-# In two of about eight runs on 2026-12-03 (one a clean-clone CI run), a socket with no peer
-# left (laddr only) was collected unclosed during this test: a connection to the endpoint the
-# test stops, or that server's side of one, not yet traced (tracemalloc makes the module too
-# slow to catch it). Kept from failing the suite meanwhile; the leak is noted to find.
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_dead_endpoint_costs_no_call_and_is_ejected_then_readmitted(
     servers: list[FakeApiServer],
 ) -> None:
