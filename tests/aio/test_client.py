@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -633,3 +634,28 @@ def test_traffic_follows_an_answer_change() -> None:
 
         asyncio.run(main())
         assert (old.request_count(), new.request_count()) == (2, 1)
+
+
+def test_an_address_that_refused_is_tried_last_next_time() -> None:
+    """As the sync dialer does: the DNS cache learns which of a name's addresses failed."""
+    name = "api.example.test"
+    with (
+        FakeApiServer(host="127.0.0.2") as server,
+        FakeDnsServer() as dns,
+        socket.socket() as refusing,
+    ):
+        refusing.bind(("127.0.0.1", server.port))  # bound, never listening: connects are refused
+        dns.set(name, "127.0.0.1", "127.0.0.2")
+
+        async def main() -> None:
+            configuration = aio_configuration(server)
+            configuration.host = f"http://{name}:{server.port}"
+            async with ApiClient(configuration, dns_nameservers=[dns.nameserver]) as api:
+                cache = api._rk.dns
+                assert cache is not None
+                assert cache.resolve(name) == ["127.0.0.1", "127.0.0.2"]
+                await client.CoreV1Api(api).list_namespace()
+                assert cache.resolve(name) == ["127.0.0.2", "127.0.0.1"]
+
+        asyncio.run(main())
+        assert server.request_count("list") == 1

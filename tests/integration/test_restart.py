@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client
 
 from resilient_kube import ApiClient, Settings, _connection
+from resilient_kube._dialer import create_connection
 from resilient_kube.testing import FakeApiServer
 from tests.helpers.loopback import Relay, pipe
 
@@ -113,14 +114,13 @@ def test_a_connection_reset_before_its_first_request_is_closed_and_the_call_retr
     dialed: list[socket.socket] = []
 
     def dial(*args: Any, **kwargs: Any) -> socket.socket:
-        sock = real_dial(*args, **kwargs)
+        sock = create_connection(*args, **kwargs)
         if not dialed:
             with pytest.raises(ConnectionResetError):
                 sock.recv(1, socket.MSG_PEEK)  # bounded: the dialer left the connect timeout
         dialed.append(sock)
         return sock
 
-    real_dial = _connection.create_connection
     monkeypatch.setattr(_connection, "create_connection", dial)
     configuration = server.configuration()
     configuration.host = f"http://127.0.0.1:{relay.port}"

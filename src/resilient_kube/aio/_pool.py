@@ -6,7 +6,8 @@ connections, idle expiry after ``pool_idle_timeout``, TCP keepalive and ``TCP_US
 every socket (``_connection.socket_options``), and the DNS cache as the resolver. As the sync
 pools do, it reports every connection opened, reused and retired to the client's event sink, and
 retires a pooled connection whose address has left the DNS answer instead of reusing it, so
-traffic follows DNS.
+traffic follows DNS, and tells the DNS cache which addresses failed to connect, so they are tried
+last next time.
 
 It also owns the end of every connection it opened. aiohttp closes a connection it does not
 pool (a stream given up, ``Connection: close``, an answer cut short) with ``transport.close()``,
@@ -81,6 +82,38 @@ class _ReportingConnector(aiohttp.TCPConnector):
             return True
         peer = transport.get_extra_info("peername")
         return not peer or dns.is_current(host, str(peer[0]))
+
+    async def _wrap_create_connection(
+        self, *args: Any, addr_infos: list[Any], req: Any, **kwargs: Any
+    ) -> tuple[asyncio.Transport, ResponseHandler]:
+        """Connect to the first of ``addr_infos`` that answers; the DNS cache learns which failed.
+
+        aiohappyeyeballs starts the addresses in the order given (the cache's), one stagger
+        apart: those before the one that connected failed or were still connecting, and are
+        tried last next time, as by the sync dialer. When none connected, all are.
+        """
+        dns = self._rk_dns
+        if dns is None:
+            return await super()._wrap_create_connection(
+                *args, addr_infos=addr_infos, req=req, **kwargs
+            )
+        # The name aiohttp looked up: through a proxy, the proxy's (the key of these addresses).
+        name = req.url.raw_host
+        order = [info[4][0] for info in addr_infos]
+        try:
+            transport, protocol = await super()._wrap_create_connection(
+                *args, addr_infos=addr_infos, req=req, **kwargs
+            )
+        except Exception:
+            for address in order:
+                dns.report_failure(name, address)
+            raise
+        peer = transport.get_extra_info("peername")
+        if peer and peer[0] in order:
+            for address in order[: order.index(peer[0])]:
+                dns.report_failure(name, address)
+            dns.report_success(name, peer[0])
+        return transport, protocol
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> ResponseHandler:
         protocol = await super()._create_connection(req, traces, timeout)
