@@ -104,6 +104,8 @@ class _ReportingConnector(aiohttp.TCPConnector):
             transport, protocol = await super()._wrap_create_connection(
                 *args, addr_infos=addr_infos, req=req, **kwargs
             )
+        except aiohttp.ClientSSLError:
+            raise  # connected: the TLS handshake failed, not the address
         except Exception:
             for address in order:
                 dns.report_failure(name, address)
