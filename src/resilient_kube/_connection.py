@@ -109,6 +109,7 @@ class _ConnectionMixin:
                 source_address=self.source_address,
                 socket_options=self.socket_options,
             )
+            address = _peer_address(sock)
         except socket.gaierror as exc:
             raise u3.NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
         except LookupTimeout as exc:
@@ -126,17 +127,7 @@ class _ConnectionMixin:
                 self,  # type: ignore[arg-type]
                 f"Failed to establish a new connection: {exc}",
             ) from exc
-        try:
-            peer = sock.getpeername()
-        except OSError as exc:
-            # Reset between the handshake and here (a server going down with connections still
-            # in its accept queue): this socket is nobody's yet, so it is closed here.
-            sock.close()
-            raise u3.NewConnectionError(
-                self,  # type: ignore[arg-type]
-                f"Failed to establish a new connection: {exc}",
-            ) from exc
-        self.rk_address = str(peer[0])
+        self.rk_address = address
         context.events.connection(f"{self.host}:{self.port}", "opened")
         return sock
 
@@ -178,6 +169,20 @@ class _ConnectionMixin:
             super().request(*args, **kwargs)  # type: ignore[misc]
         finally:
             watch.restart()  # sent: the server's time to answer starts now
+
+
+def _peer_address(sock: socket.socket) -> str:
+    """The address ``sock`` connected to.
+
+    Raises:
+        OSError: reset between the handshake and now (a server going down with connections
+            still in its accept queue); the socket, nobody's yet, is closed.
+    """
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        sock.close()
+        raise
 
 
 class ResilientHTTPConnection(_ConnectionMixin, urllib3.connection.HTTPConnection):
